@@ -129,8 +129,8 @@ DIT_PRESETS: dict[str, DiTConfig] = {
         rope_axes_dim=(2, 4, 4),
         image_proj_dim=16,
     ),
-    # Trainable on a laptop CPU in minutes on the embedded toy world (48 channels = RGB
-    # space-to-depth by 4, the toy codec's latent).
+    # Trainable on a laptop CPU in minutes on the embedded toy world: 48 channels = RGB
+    # space-to-depth by 4 (PixelCodec), text 64 (ToyTextEncoder), image 48 (ToyImageEncoder).
     "toy": DiTConfig(
         in_channels=48,
         out_channels=48,
@@ -142,7 +142,7 @@ DIT_PRESETS: dict[str, DiTConfig] = {
         text_embed_dim=64,
         pooled_projection_dim=64,
         rope_axes_dim=(8, 12, 12),
-        image_proj_dim=64,
+        image_proj_dim=48,
     ),
     # The released FramePack-F1 model (lllyasviel/FramePack_F1_I2V_HY_20250503), ~13B parameters.
     "framepack-f1": DiTConfig(),

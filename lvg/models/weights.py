@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -27,6 +27,10 @@ from lvg.config import DiTConfig
 from lvg.models.dit import PackedDiT
 
 CONFIG_NAME = "config.json"
+_HINT = (
+    "Is it a FramePack(-F1) packed HunyuanVideo transformer with this config? "
+    "Pass the matching config (or strict=False to load a partial checkpoint)"
+)
 
 
 def _weight_files(directory: Path) -> list[Path]:
@@ -92,14 +96,20 @@ def load_state_dict(files: list[Path], dtype: torch.dtype | None = None) -> dict
     return state
 
 
-def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str, strict: bool) -> None:
-    """Raise a ValueError naming every missing / unexpected / mis-shaped tensor."""
-    expected = {k: v.shape for k, v in model.state_dict().items()}
+def check_state_dict(
+    expected: Mapping[str, torch.Tensor],
+    state: Mapping[str, torch.Tensor],
+    source: str,
+    target: str,
+    strict: bool = True,
+    hint: str = "",
+) -> None:
+    """Raise a ValueError naming every missing / unexpected / mis-shaped tensor of ``state``."""
     missing, unexpected = expected.keys() - state.keys(), state.keys() - expected.keys()
     mismatched = [
-        f"{k}: expected {tuple(expected[k])}, checkpoint has {tuple(state[k].shape)}"
+        f"{k}: expected {tuple(expected[k].shape)}, checkpoint has {tuple(state[k].shape)}"
         for k in sorted(expected.keys() & state.keys())
-        if tuple(state[k].shape) != tuple(expected[k])
+        if tuple(state[k].shape) != tuple(expected[k].shape)
     ]
     problems = []
     if mismatched:
@@ -109,11 +119,7 @@ def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
     if strict and unexpected:
         problems.append(f"unexpected keys {_summary(unexpected)}")
     if problems:
-        raise ValueError(
-            f"{source} does not fit PackedDiT({model.config}): " + " | ".join(problems)
-            + ". Is it a FramePack(-F1) packed HunyuanVideo transformer with this config? "
-            "Pass the matching config (or strict=False to load a partial checkpoint)."
-        )
+        raise ValueError(f"{source} does not fit {target}: " + " | ".join(problems) + (f". {hint}" if hint else "."))
 
 
 def load_dit(
@@ -148,11 +154,11 @@ def load_dit(
     if strict:
         with torch.device("meta"):
             model = PackedDiT(config)
-        check_state_dict(model, state, str(path), strict=True)
+        check_state_dict(model.state_dict(), state, str(path), f"PackedDiT({config})", hint=_HINT)
         model.load_state_dict(state, strict=True, assign=True)
     else:
         model = PackedDiT(config)
-        check_state_dict(model, state, str(path), strict=False)
+        check_state_dict(model.state_dict(), state, str(path), f"PackedDiT({config})", strict=False, hint=_HINT)
         result = model.load_state_dict(state, strict=False)
         if result.missing_keys or result.unexpected_keys:
             warnings.warn(

@@ -1,0 +1,220 @@
+"""Datamodules that yield whole videos (all sections of one video, in order) from latent shards.
+
+A batch is a dict: ``id`` (list of B video ids), ``latents`` ``(B, C, F, h, w)`` (videos of a batch
+are cut to the shortest), ``text`` ``(B, L, D)`` padded, ``text_mask`` ``(B, L)`` bool, ``pooled``
+``(B, D_pool)``, ``image`` ``(B, L_i, D_img)`` when the shards have it. The paper trains with one
+video per GPU (``batch_size: 1``).
+
+Order: ``random`` (reshuffled each epoch from ``seed``) or ``curriculum`` (shortest videos first,
+the Direct Forcing option). Sharded by rank without Lightning's sampler wrapping, and resumable
+mid-epoch: a checkpoint records how many videos of the epoch were consumed and a resumed run
+continues with the next one, so data order equals an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from lvg.data.shards import prepare_shards, read_index, read_shard
+from lvg.data.toy_world import ToyWorldConfig, generate_toy_world
+from lvg.models.encoders import PixelCodec, ToyImageEncoder, ToyTextEncoder
+
+log = logging.getLogger(__name__)
+
+
+class VideoShardDataset(Dataset):
+    """One item = one video's shard tensors."""
+
+    def __init__(self, shard_dir: str | Path, videos: list[dict[str, Any]]):
+        self.shard_dir, self.videos = Path(shard_dir), videos
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        tensors, _ = read_shard(self.shard_dir / self.videos[i]["file"])
+        tensors["text_mask"] = tensors["text_mask"].bool()
+        return {"id": self.videos[i]["id"], **tensors}
+
+
+def collate_videos(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack videos: cut latents to the shortest, right-pad text with a false mask."""
+    frames = min(it["latents"].shape[1] for it in items)
+    length = max(it["text"].shape[0] for it in items)
+    text = torch.zeros(len(items), length, items[0]["text"].shape[1], dtype=items[0]["text"].dtype)
+    mask = torch.zeros(len(items), length, dtype=torch.bool)
+    for i, it in enumerate(items):
+        n = it["text"].shape[0]
+        text[i, :n], mask[i, :n] = it["text"], it["text_mask"]
+    batch = {
+        "id": [it["id"] for it in items],
+        "latents": torch.stack([it["latents"][:, :frames] for it in items]),
+        "text": text,
+        "text_mask": mask,
+        "pooled": torch.stack([it["pooled"] for it in items]),
+    }
+    if "image" in items[0]:
+        batch["image"] = torch.stack([it["image"] for it in items])
+    return batch
+
+
+@dataclass
+class Progress:
+    """Videos of ``epoch`` already consumed on this rank."""
+
+    epoch: int = -1
+    consumed: int = 0
+
+
+class VideoSampler(DistributedSampler):
+    """Per-rank video order with mid-epoch resume. A DistributedSampler so Lightning does not re-wrap it."""
+
+    def __init__(
+        self, dataset: VideoShardDataset, lengths: list[int], order: str, seed: int, num_replicas: int, rank: int,
+        resume: Progress | None = None,
+    ):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=order == "random", seed=seed)
+        self.lengths, self.order, self.resume, self.skip = lengths, order, resume, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at each epoch start; the resumed epoch starts after its consumed videos."""
+        super().set_epoch(epoch)
+        if self.resume is not None and self.resume.epoch == epoch:
+            self.skip = self.resume.consumed
+        self.resume = None
+
+    def __iter__(self):
+        n = len(self.lengths)
+        if self.order == "curriculum":
+            indices = sorted(range(n), key=lambda i: (self.lengths[i], i))
+        else:
+            gen = torch.Generator().manual_seed(self.seed + self.epoch)
+            indices = torch.randperm(n, generator=gen).tolist()
+        indices += indices[: self.total_size - n]  # pad so every rank gets the same count
+        mine = indices[self.rank : self.total_size : self.num_replicas]
+        skip, self.skip = self.skip, 0
+        return iter(mine[skip:])
+
+
+class VideoLatentDataModule(L.LightningDataModule):
+    """Videos from a directory of latent shards (see :mod:`lvg.data.shards`)."""
+
+    def __init__(
+        self,
+        shard_dir: str = "data/shards",
+        batch_size: int = 1,
+        num_workers: int = 0,
+        order: Literal["random", "curriculum"] = "random",
+        val_videos: int = 0,
+        min_latent_frames: int = 10,
+        seed: int = 0,
+    ):
+        """
+        Args:
+            shard_dir: directory with ``index.json`` and one ``<id>.safetensors`` per video.
+            batch_size: videos per batch (per process); the paper uses 1.
+            num_workers: DataLoader worker processes.
+            order: ``random`` (reshuffled per epoch) or ``curriculum`` (short videos first).
+            val_videos: videos held out for validation (the last ones by id).
+            min_latent_frames: shorter videos are skipped (and reported); at least ``1 + window``.
+            seed: shuffling seed.
+        """
+        super().__init__()
+        if order not in ("random", "curriculum"):
+            raise ValueError(f"order must be 'random' or 'curriculum', got {order!r}.")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        self.shard_dir = Path(shard_dir)
+        self.batch_size, self.num_workers, self.order = batch_size, num_workers, order
+        self.val_videos, self.min_latent_frames, self.seed = val_videos, min_latent_frames, seed
+        self._resume: Progress | None = None
+        self.train_set = self.val_set = None
+
+    def setup(self, stage: str | None = None) -> None:
+        index = read_index(self.shard_dir)
+        videos = sorted(index["videos"], key=lambda v: v["id"])
+        short = [v["id"] for v in videos if v["latent_frames"] < self.min_latent_frames]
+        if short:
+            log.warning("%d videos shorter than %d latent frames are skipped: %s", len(short), self.min_latent_frames, short)
+        videos = [v for v in videos if v["latent_frames"] >= self.min_latent_frames]
+        if len(videos) <= self.val_videos:
+            raise ValueError(
+                f"{self.shard_dir}: {len(videos)} usable videos (>= {self.min_latent_frames} latent frames) "
+                f"but val_videos={self.val_videos}; nothing left to train on."
+            )
+        split = len(videos) - self.val_videos
+        self.train_set = VideoShardDataset(self.shard_dir, videos[:split])
+        self.val_set = VideoShardDataset(self.shard_dir, videos[split:])
+
+    def _loader(self, dataset: VideoShardDataset, sampler=None) -> DataLoader:
+        return DataLoader(
+            dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+            collate_fn=collate_videos, persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        sampler = VideoSampler(
+            self.train_set, [v["latent_frames"] for v in self.train_set.videos], self.order, self.seed,
+            num_replicas=trainer.world_size if trainer else 1, rank=trainer.global_rank if trainer else 0,
+            resume=self._resume,
+        )
+        self._resume = None
+        return self._loader(self.train_set, sampler)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.val_set) if len(self.val_set) else []
+
+    def state_dict(self) -> dict[str, int]:
+        """Videos of the current epoch already consumed on this rank (one optimizer step per batch)."""
+        trainer = self.trainer
+        if trainer is None or not trainer.training:
+            return {}
+        done = trainer.global_step - trainer.current_epoch * trainer.num_training_batches
+        return {"epoch": trainer.current_epoch, "consumed": done * self.batch_size}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state:
+            self._resume = Progress(epoch=state["epoch"], consumed=state["consumed"])
+
+
+class ToyWorldDataModule(VideoLatentDataModule):
+    """The embedded default: generates the toy world and its shards on first use (``prepare_data``)."""
+
+    def __init__(
+        self,
+        root: str = "data/toy_world",
+        toy: ToyWorldConfig = ToyWorldConfig(),
+        codec_factor: int = 4,
+        text_dim: int = 64,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        order: Literal["random", "curriculum"] = "random",
+        val_videos: int = 0,
+        min_latent_frames: int = 10,
+        seed: int = 0,
+    ):
+        """
+        Args:
+            root: where videos, manifest, ground truth and ``shards/`` are written.
+            toy: the generator's settings (number and length of videos, size, fps, seed).
+            codec_factor: PixelCodec space-to-depth factor (4: 64x64 RGB -> 48 x 16 x 16 latents).
+            text_dim: ToyTextEncoder width (the DiT's ``text_embed_dim`` and ``pooled_projection_dim``).
+        """
+        super().__init__(
+            shard_dir=str(Path(root) / "shards"), batch_size=batch_size, num_workers=num_workers, order=order,
+            val_videos=val_videos, min_latent_frames=min_latent_frames, seed=seed,
+        )
+        self.root, self.toy, self.codec_factor, self.text_dim = Path(root), toy, codec_factor, text_dim
+
+    def prepare_data(self) -> None:
+        manifest = generate_toy_world(self.root, self.toy)
+        prepare_shards(manifest, self.shard_dir, PixelCodec(self.codec_factor), ToyTextEncoder(self.text_dim),
+                       ToyImageEncoder())

@@ -1,0 +1,261 @@
+"""The shared section loop of every training stage.
+
+A batch is whole videos (all sections, chronological). For each section n the module
+
+1. noises the ground-truth section at a sigma drawn by :class:`~lvg.flow.SigmaSampling`,
+2. predicts the velocity conditioned on ``MemoryPackState.context()`` (FramePack history + psi),
+3. back-propagates the flow-matching loss of that section right away (activations of one section
+   at a time; gradients accumulate over the video; DDP syncs only on the last section),
+4. hands the state the history section n+1 is conditioned on -- this is where the stages differ:
+   ground truth (Teacher Forcing), the one-step estimate x0_hat (Direct Forcing), a k-step
+   rollout (Student Forcing).
+
+Then one optimizer step per batch of videos. All randomness of a step (sigmas, noise, rollout
+noise) comes from a CPU generator seeded by (seed, global step, rank), so a resumed run draws
+exactly what an uninterrupted one would, on any device.
+
+Shapes: B videos, C channels, F latent frames of a video, W window, h/w latent height/width.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor
+
+from lvg import flow
+from lvg.config import DiTConfig
+from lvg.models.dit import PackedDiT
+from lvg.models.memory_pack import MemoryPackConfig, MemoryPackState
+from lvg.models.semantic_pack import SemanticPack, SemanticPackConfig
+from lvg.models.weights import check_state_dict, load_dit, load_state_dict
+
+TRAINABLE_GROUPS: dict[str, tuple[str, ...]] = {
+    "all": ("",),
+    "output_layer": ("dit.norm_out.", "dit.proj_out."),
+    "semantic_pack": ("semantic_pack.",),
+}
+"""Named parameter groups for ``trainable``; any other token is used as a parameter-name prefix."""
+
+
+class StageModule(L.LightningModule):
+    """Base of the training stages: model, MemoryPack, optimizer, the section loop and its logging."""
+
+    def __init__(
+        self,
+        dit: str = "toy",
+        dit_overrides: dict[str, Any] | None = None,
+        memory_pack: MemoryPackConfig = MemoryPackConfig(),
+        semantic_pack: SemanticPackConfig = SemanticPackConfig(),
+        sigma: flow.SigmaSampling = flow.SigmaSampling(),
+        guidance: float = 10.0,
+        trainable: str = "all",
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        max_grad_norm: float | None = 1.0,
+        pretrained: str | None = None,
+        init_from: str | None = None,
+        gradient_checkpointing: bool = False,
+        max_sections: int | None = None,
+        seed: int = 0,
+        histogram_every_n_steps: int = 50,
+    ):
+        """
+        Args:
+            dit: DiT preset (``debug``, ``toy``, ``framepack-f1``).
+            dit_overrides: fields of the preset to change, e.g. ``{num_layers: 4}``.
+            memory_pack: context packing, RoPE time mode and psi truncated BPTT.
+            semantic_pack: long-term memory settings (``enabled: false`` = FramePack-F1 baseline).
+            sigma: training noise-level distribution.
+            guidance: distilled-guidance value fed to the DiT (FramePack-F1 uses 10).
+            trainable: ``+``-joined groups (``all``, ``output_layer``, ``semantic_pack``) or
+                parameter-name prefixes (e.g. ``dit.single_transformer_blocks``); the rest is frozen.
+            lr / betas / weight_decay: AdamW on the trainable parameters.
+            warmup_steps: linear learning-rate warm-up.
+            max_grad_norm: gradient-norm clipping (None: no clipping; the norm is logged either way).
+            pretrained: FramePack(-F1) transformer weights for the DiT (directory, file or hub id).
+            init_from: weights-only start from a stage checkpoint (``.ckpt``) or a ``.safetensors``
+                export of this module, e.g. stage 1's result for stage 2. (``--ckpt_path`` resumes.)
+            gradient_checkpointing: recompute DiT block activations in backward.
+            max_sections: train on at most this many sections per video (None: all).
+            seed: seed of the per-step noise generator.
+            histogram_every_n_steps: how often the sigma histogram goes to TensorBoard.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        config = DiTConfig.from_name(dit, **(dit_overrides or {}))
+        self.dit = load_dit(pretrained, config=config) if pretrained else PackedDiT(config)
+        self.dit.gradient_checkpointing = gradient_checkpointing
+        self.semantic_pack = SemanticPack(semantic_pack, config) if semantic_pack.enabled else None
+        self.memory_pack_config, self.sigma_sampling = memory_pack, sigma
+        if init_from:
+            self._load_weights(init_from)
+        self._set_trainable(trainable)
+
+    # --- setup -----------------------------------------------------------------------------------
+
+    def _load_weights(self, path: str) -> None:
+        file = Path(path)
+        if not file.is_file():
+            raise ValueError(f"init_from: {path} does not exist; pass a stage checkpoint (.ckpt) or .safetensors file.")
+        if file.suffix == ".safetensors":
+            state = load_state_dict([file])
+        else:
+            state = torch.load(file, map_location="cpu", weights_only=False).get("state_dict", {})
+        check_state_dict(
+            self.state_dict(), state, f"init_from {path}", f"{type(self).__name__}({self.hparams.dit})",
+            hint="Was it trained with the same dit / dit_overrides / semantic_pack settings?",
+        )
+        self.load_state_dict(state)
+
+    def _set_trainable(self, spec: str) -> None:
+        prefixes = [p for token in spec.split("+") for p in TRAINABLE_GROUPS.get(token.strip(), (token.strip(),))]
+        names = [n for n, _ in self.named_parameters()]
+        for prefix in prefixes:
+            if not any(n.startswith(prefix) for n in names):
+                raise ValueError(
+                    f"trainable: {prefix!r} matches no parameter; use groups {sorted(TRAINABLE_GROUPS)} "
+                    "or a parameter-name prefix such as 'dit.transformer_blocks'."
+                )
+        for name, param in self.named_parameters():
+            param.requires_grad_(any(name.startswith(p) for p in prefixes))
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(self.trainable_parameters(), lr=hp.lr, betas=tuple(hp.betas),
+                                      weight_decay=hp.weight_decay)
+        warmup = max(hp.warmup_steps, 1)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_train_start(self) -> None:
+        counts = {
+            "params/trainable": float(sum(p.numel() for p in self.trainable_parameters())),
+            "params/total": float(sum(p.numel() for p in self.parameters())),
+        }
+        for logger in self.loggers:
+            logger.log_metrics(counts, step=self.global_step)
+
+    # --- the section loop ------------------------------------------------------------------------
+
+    def new_state(self, batch: dict[str, Any]) -> MemoryPackState:
+        return MemoryPackState(
+            self.memory_pack_config, batch["latents"][:, :, :1],
+            text=batch["text"], text_mask=batch["text_mask"], pooled=batch["pooled"], image=batch.get("image"),
+            semantic_pack=self.semantic_pack,
+        )
+
+    def num_sections(self, batch: dict[str, Any]) -> int:
+        window = self.memory_pack_config.window
+        frames = batch["latents"].shape[2]
+        sections = (frames - 1) // window
+        if sections < 1:
+            raise ValueError(
+                f"videos {batch['id']} have {frames} latent frames, fewer than 1 + window ({1 + window}); "
+                f"raise the datamodule's min_latent_frames to at least {1 + window}."
+            )
+        return min(sections, self.hparams.max_sections or sections)
+
+    def step_generator(self, offset: int = 0) -> torch.Generator:
+        """CPU generator for one step: same draws after a resume and on every device."""
+        seed = (self.hparams.seed * 1_000_003 + self.global_step + offset) * 1_009 + self.global_rank
+        return torch.Generator().manual_seed(seed % 2**63)
+
+    def velocity(self, x_sigma: Tensor, sigma: Tensor, context: dict[str, Tensor]) -> Tensor:
+        """The DiT's velocity for noisy latents at per-sample ``sigma`` ``(B,)``."""
+        b = x_sigma.shape[0]
+        guidance = torch.full((b,), flow.TIMESTEP_SCALE * self.hparams.guidance, device=x_sigma.device)
+        return self.dit(hidden_states=x_sigma, timestep=flow.timestep_from_sigma(sigma), guidance=guidance, **context)
+
+    def window_tokens(self, x: Tensor) -> int:
+        cfg = self.dit.config
+        return x.shape[2] // cfg.patch_size_t * (x.shape[3] // cfg.patch_size) * (x.shape[4] // cfg.patch_size)
+
+    def noisy_section(self, x0: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        """``(x_sigma, noise, sigma)`` for a clean section, drawn from ``gen``."""
+        sigma = self.sigma_sampling.sample(x0.shape[0], seq_len=self.window_tokens(x0), generator=gen, device=x0.device)
+        noise = torch.randn(x0.shape, generator=gen).to(x0.device, x0.dtype)
+        return flow.add_noise(x0, noise, sigma), noise, sigma
+
+    def next_history(
+        self, *, x0: Tensor, x_sigma: Tensor, v: Tensor, sigma: Tensor, context: dict[str, Tensor], gen: torch.Generator
+    ) -> Tensor:
+        """What section n+1 is conditioned on, given section n's data and (detached) prediction.
+
+        The base conditions on ground truth (Teacher Forcing); the other stages override this.
+        """
+        return x0
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        sections, window = self.num_sections(batch), self.memory_pack_config.window
+        latents, gen = batch["latents"], self.step_generator()
+        state = self.new_state(batch)
+        # psi's graph spans sections (psi_0, truncated BPTT), so keep it alive across backward calls.
+        retain = self.semantic_pack is not None and any(p.requires_grad for p in self.semantic_pack.parameters())
+        losses, sigmas = [], []
+        for n in range(sections):
+            x0 = latents[:, :, 1 + n * window : 1 + (n + 1) * window]
+            x_sigma, noise, sigma = self.noisy_section(x0, gen)
+            context = state.context()
+            with optimizer.toggle_model(sync_grad=n == sections - 1):
+                v = self.velocity(x_sigma, sigma, context)
+                loss = F.mse_loss(v.float(), flow.velocity_target(x0, noise).float())
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"Non-finite loss ({loss.item()}) at step {self.global_step}, section {n}, videos {batch['id']}; "
+                        "stopping. The last checkpoint was written before this step and is left untouched."
+                    )
+                self.manual_backward(loss / sections, retain_graph=retain)
+            losses.append(loss.detach())
+            sigmas.append(sigma)
+            with torch.no_grad():
+                history = self.next_history(x0=x0, x_sigma=x_sigma, v=v.detach(), sigma=sigma, context=context, gen=gen)
+            state.update(history)
+            del v, loss
+        max_norm = self.hparams.max_grad_norm
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), max_norm or float("inf"))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        self._log_step(torch.stack(losses), torch.cat(sigmas), grad_norm, scheduler.get_last_lr()[0], len(batch["id"]))
+        return torch.stack(losses).mean()
+
+    def _log_step(self, losses: Tensor, sigmas: Tensor, grad_norm: Tensor, lr: float, batch_size: int) -> None:
+        self.log("train/loss", losses.mean(), prog_bar=True, batch_size=batch_size)
+        self.log_dict({f"train/loss_section_{n}": loss for n, loss in enumerate(losses)}, batch_size=batch_size)
+        self.log("train/grad_norm", grad_norm, batch_size=batch_size)
+        self.log("train/lr", lr, batch_size=batch_size)
+        self.log("train/sections", float(len(losses)), batch_size=batch_size)
+        every = self.hparams.histogram_every_n_steps
+        if every and self.global_step % every == 0:
+            for logger in self.loggers:
+                if isinstance(logger, TensorBoardLogger):
+                    logger.experiment.add_histogram("train/sigma", sigmas.float().cpu(), self.global_step)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        """Teacher-forced flow-matching loss with fixed draws: comparable across stages and runs."""
+        gen = torch.Generator().manual_seed(self.hparams.seed + batch_idx)
+        state, window = self.new_state(batch), self.memory_pack_config.window
+        losses = []
+        for n in range(self.num_sections(batch)):
+            x0 = batch["latents"][:, :, 1 + n * window : 1 + (n + 1) * window]
+            x_sigma, noise, sigma = self.noisy_section(x0, gen)
+            v = self.velocity(x_sigma, sigma, state.context())
+            losses.append(F.mse_loss(v.float(), flow.velocity_target(x0, noise).float()))
+            state.update(x0)
+        loss = torch.stack(losses).mean()
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["id"]))
+        return loss
+

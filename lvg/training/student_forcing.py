@@ -1,0 +1,35 @@
+"""Student Forcing (the paper's ablation baseline): history from a k-step sampler rollout.
+
+Section n+1 is conditioned on a sample of section n drawn with ``rollout_steps`` Euler steps from
+fresh noise, under the same context section n was trained with and without gradients. It costs
+``rollout_steps`` extra forward passes per section -- the overhead Direct Forcing avoids.
+"""
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lvg import flow
+from lvg.sampling import euler_sample
+from lvg.training.base import StageModule
+
+
+class StudentForcingModule(StageModule):
+    """Stage-2 baseline with sampled history."""
+
+    def __init__(self, *args: Any, trainable: str = "output_layer", rollout_steps: int = 5, **kwargs: Any):
+        """
+        Args:
+            rollout_steps: Euler steps of the history rollout (the paper's baseline: 5).
+        """
+        if rollout_steps < 1:
+            raise ValueError(f"rollout_steps must be >= 1, got {rollout_steps}.")
+        super().__init__(*args, trainable=trainable, **kwargs)
+        self.rollout_steps = rollout_steps
+
+    def next_history(self, *, x0: Tensor, x_sigma: Tensor, v: Tensor, sigma: Tensor, context, gen) -> Tensor:
+        noise = torch.randn(x0.shape, generator=gen).to(x0.device, x0.dtype)
+        shift = flow.shift_for_seq_len(self.window_tokens(x0))
+        sigmas = flow.sampling_sigmas(self.rollout_steps, shift, device=x0.device)
+        return euler_sample(lambda x, s: self.velocity(x, s.expand(x.shape[0]), context), noise, sigmas)

@@ -1,0 +1,255 @@
+"""Training stages and the `lvg` CLI on a tiny toy world (CPU)."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from lvg.cli import main
+from lvg.data.datamodule import ToyWorldDataModule
+from lvg.data.toy_world import ToyWorldConfig
+from lvg.models.memory_pack import MemoryPackConfig, MemoryPackState
+from lvg.models.semantic_pack import SemanticPackConfig
+from lvg.training import DirectForcingModule, StudentForcingModule, TeacherForcingModule
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+WINDOW = 3
+TINY_TOY = ToyWorldConfig(num_videos=3, min_seconds=1.5, max_seconds=2.5, fps=8, size=32, seed=0)
+DEBUG_FOR_TOY = {"in_channels": 48, "out_channels": 48, "text_embed_dim": 64, "pooled_projection_dim": 64,
+                 "image_proj_dim": 48}
+SMALL_SP = SemanticPackConfig(dim=32, num_heads=4, memory_grid=(2, 2))
+
+
+@pytest.fixture(scope="module")
+def toy_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toy")
+    ToyWorldDataModule(root=str(root), toy=TINY_TOY).prepare_data()
+    return root
+
+
+def datamodule(root, **kwargs):
+    return ToyWorldDataModule(root=str(root), toy=TINY_TOY, min_latent_frames=1 + WINDOW, **kwargs)
+
+
+def module(cls=TeacherForcingModule, **kwargs):
+    kwargs.setdefault("semantic_pack", SMALL_SP)
+    return cls(dit="debug", dit_overrides=DEBUG_FOR_TOY, memory_pack=MemoryPackConfig(window=WINDOW),
+               lr=1e-3, **kwargs)
+
+
+def trainer(tmp_path, **kwargs):
+    kwargs.setdefault("callbacks", [])
+    return L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                     default_root_dir=tmp_path, **kwargs)
+
+
+# --- CLI ------------------------------------------------------------------------------------------
+
+CLI_TINY = [
+    "--model.init_args.dit=debug",
+    f"--model.init_args.dit_overrides={json.dumps(DEBUG_FOR_TOY)}",
+    f"--model.init_args.memory_pack.window={WINDOW}",
+    "--model.init_args.semantic_pack.dim=32",
+    "--model.init_args.semantic_pack.memory_grid=[2, 2]",
+    "--data.init_args.toy.num_videos=3",
+    "--data.init_args.toy.min_seconds=1.5",
+    "--data.init_args.toy.max_seconds=2.5",
+    "--data.init_args.toy.size=32",
+    f"--data.init_args.min_latent_frames={1 + WINDOW}",
+]
+
+
+@pytest.mark.parametrize("stage", ["teacher_forcing", "direct_forcing", "student_forcing"])
+def test_fast_dev_run_of_each_stage_through_the_cli(stage, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the configs' relative runs/ and data/ paths land in tmp
+    extra = ["--model.init_args.init_from=null"] if stage != "teacher_forcing" else []
+    main(["fit", "--config", str(CONFIGS / f"{stage}.yaml"), "--trainer.fast_dev_run=1", *CLI_TINY, *extra])
+    assert (tmp_path / "data/toy_world/shards/index.json").is_file()
+
+
+def test_main_job_chain_stage1_checkpoint_into_stage2(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "--config", str(CONFIGS / "teacher_forcing.yaml"), "--trainer.max_steps=2", *CLI_TINY])
+    last = tmp_path / "runs/teacher_forcing/checkpoints/last.ckpt"
+    assert last.is_file()
+    assert (tmp_path / "runs/teacher_forcing/tensorboard/config.yaml").is_file()  # config saved with the run
+    assert list((tmp_path / "runs/teacher_forcing/tensorboard").glob("events.out.tfevents.*"))
+    main(["fit", "--config", str(CONFIGS / "direct_forcing.yaml"), "--trainer.max_steps=2", *CLI_TINY])
+    stage2 = torch.load(tmp_path / "runs/direct_forcing/checkpoints/last.ckpt", weights_only=False)
+    stage1 = torch.load(last, weights_only=False)
+    changed = {k for k in stage1["state_dict"] if not torch.equal(stage1["state_dict"][k], stage2["state_dict"][k])}
+    assert changed and all(k.startswith(("dit.norm_out.", "dit.proj_out.")) for k in changed)
+
+
+def test_help_documents_options(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0 and "fit" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    assert "--trainer.max_steps" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["fit", "--model.help", "lvg.training.DirectForcingModule"])
+    out = capsys.readouterr().out
+    for option in ("--model.init_args.init_from", "--model.init_args.memory_pack.rope_time_mode",
+                   "--model.init_args.semantic_pack.fusion", "--model.init_args.sigma.distribution"):
+        assert option in out
+    assert "FramePack-F1's fixed layout" in out  # dataclass attribute docstrings reach --help
+
+
+@pytest.mark.parametrize("config", sorted(p.relative_to(CONFIGS) for p in CONFIGS.rglob("*.yaml")), ids=str)
+def test_every_yaml_parses(config, capsys):
+    files = [CONFIGS / config]
+    if config.parts[0] == "trainer":  # fragments go after a stage config
+        files.insert(0, CONFIGS / "teacher_forcing.yaml")
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", *[a for f in files for a in ("--config", str(f))], "--print_config"])
+    assert exit_.value.code in (0, None)
+    assert "class_path: lvg.training." in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "arg, match",
+    [
+        ("--model.init_args.no_such_option=1", "no_such_option"),
+        ("--model.init_args.lr=fast", "lr"),
+        ("--model.init_args.memory_pack.rope_time_mode=causal", "rope_time_mode"),
+    ],
+)
+def test_bad_config_is_a_clear_error_before_training(arg, match, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", str(CONFIGS / "teacher_forcing.yaml"), arg])
+    assert exit_.value.code != 0
+    assert match in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+# --- stage behaviour ------------------------------------------------------------------------------
+
+
+class Recorder(L.Callback):
+    """Per-step loss and video ids."""
+
+    def __init__(self):
+        self.steps = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.steps.append((trainer.global_step, batch["id"], float(outputs)))
+
+
+def test_direct_forcing_history_is_previous_one_step_estimate_and_one_step_per_video(toy_root, tmp_path, monkeypatch):
+    model = module(DirectForcingModule)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    predictions, histories = [], []
+    velocity = model.velocity
+
+    def recording_velocity(x_sigma, sigma, context):
+        v = velocity(x_sigma, sigma, context)
+        predictions.append((x_sigma.detach(), sigma.detach(), v.detach()))
+        return v
+
+    update = MemoryPackState.update
+
+    def recording_update(self, section):
+        histories.append(section.clone())
+        update(self, section)
+
+    monkeypatch.setattr(model, "velocity", recording_velocity)
+    monkeypatch.setattr(MemoryPackState, "update", recording_update)
+    dm = datamodule(toy_root)
+    trainer(tmp_path, max_epochs=1).fit(model, dm)
+
+    videos = len(dm.train_set)
+    assert model.global_step == videos  # exactly one optimizer step per video
+    assert len(predictions) == len(histories)  # one forward per section: no extra pass for the history
+    for (x_sigma, sigma, v), history in zip(predictions, histories):
+        expected = x_sigma - sigma.view(-1, 1, 1, 1, 1) * v  # x0_hat of the section just trained
+        torch.testing.assert_close(history, expected, rtol=0, atol=1e-6)
+    after = model.state_dict()
+    for key in before:
+        changed = not torch.equal(before[key], after[key])
+        assert changed == key.startswith(("dit.norm_out.", "dit.proj_out.")), key
+
+
+@pytest.mark.parametrize("cls", [TeacherForcingModule, DirectForcingModule, StudentForcingModule])
+def test_resume_equivalence(cls, toy_root, tmp_path):
+    """N steps straight == k steps, stop, resume from last.ckpt, N - k steps (losses and data order)."""
+
+    def run(max_steps, root, ckpt_path=None):
+        L.seed_everything(0)
+        recorder = Recorder()
+        ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=root, save_last=True, every_n_train_steps=1)
+        trainer(root, max_steps=max_steps, callbacks=[recorder, ckpt]).fit(
+            module(cls), datamodule(toy_root), ckpt_path=ckpt_path
+        )
+        return recorder.steps
+
+    straight = run(5, tmp_path / "a")  # 3 videos per epoch: the stop at step 2 is mid-epoch
+    first = run(2, tmp_path / "b")
+    resumed = run(5, tmp_path / "b", ckpt_path=str(tmp_path / "b" / "last.ckpt"))
+    combined = first + resumed
+    assert [s[:2] for s in combined] == [s[:2] for s in straight]
+    for (_, _, a), (_, _, b) in zip(combined, straight):
+        assert a == pytest.approx(b, abs=1e-6)
+
+
+def test_nan_loss_stops_with_step_and_video_and_keeps_last_good_checkpoint(toy_root, tmp_path, monkeypatch):
+    model = module()
+    velocity = model.velocity
+
+    def poisoned(x_sigma, sigma, context):
+        v = velocity(x_sigma, sigma, context)
+        return v * float("nan") if model.global_step == 2 else v
+
+    monkeypatch.setattr(model, "velocity", poisoned)
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=1)
+    with pytest.raises(FloatingPointError, match=r"at step 2, section 0, videos \['toy_\d{4}'\]"):
+        trainer(tmp_path, max_steps=5, callbacks=[ckpt]).fit(model, datamodule(toy_root))
+    last = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 2
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
+
+
+def test_init_from_errors(tmp_path, toy_root):
+    with pytest.raises(ValueError, match="init_from: .*missing.ckpt does not exist"):
+        module(DirectForcingModule, init_from=str(tmp_path / "missing.ckpt"))
+    other = module(TeacherForcingModule, semantic_pack=SemanticPackConfig(dim=64, num_heads=4, memory_grid=(2, 2)))
+    path = tmp_path / "other.ckpt"
+    torch.save({"state_dict": other.state_dict()}, path)
+    with pytest.raises(ValueError, match=r"does not fit DirectForcingModule\(debug\): shape mismatches"):
+        module(DirectForcingModule, init_from=str(path))
+    with pytest.raises(ValueError, match="trainable: 'semantic_pack.' matches no parameter"):
+        module(TeacherForcingModule, trainable="semantic_pack", semantic_pack=SemanticPackConfig(enabled=False))
+
+
+def test_manifest_row_without_caption_is_refused_before_any_work(tmp_path):
+    from lvg.data.manifest import read_manifest
+
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "video": "a.mp4", "caption": "x"}) + "\n"
+                        + json.dumps({"id": "b", "video": "b.mp4"}) + "\n")
+    with pytest.raises(ValueError, match=r"manifest.jsonl:2: missing required field 'caption'"):
+        read_manifest(manifest)
+
+
+def test_prepare_skips_unreadable_videos_and_reports(toy_root, tmp_path):
+    from lvg.data.shards import prepare_shards
+    from lvg.models.encoders import PixelCodec, ToyImageEncoder, ToyTextEncoder
+
+    rows = [json.loads(line) for line in (toy_root / "manifest.jsonl").read_text().splitlines()]
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    rows.append({"id": "broken", "video": str(tmp_path / "broken.mp4"), "caption": "nothing"})
+    for row in rows[:-1]:
+        row["video"] = str(toy_root / row["video"])
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("\n".join(json.dumps(r) for r in rows))
+    index = prepare_shards(manifest, tmp_path / "shards", PixelCodec(4), ToyTextEncoder(), ToyImageEncoder())
+    assert [s["id"] for s in index["skipped"]] == ["broken"] and "broken.mp4" in index["skipped"][0]["reason"]
+    assert len(index["videos"]) == len(rows) - 1
+    digest = hashlib.sha256((tmp_path / "shards" / index["videos"][0]["file"]).read_bytes()).hexdigest()
+    prepare_shards(manifest, tmp_path / "shards", PixelCodec(4), ToyTextEncoder(), ToyImageEncoder())  # resumes
+    assert hashlib.sha256((tmp_path / "shards" / index["videos"][0]["file"]).read_bytes()).hexdigest() == digest
