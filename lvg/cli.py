@@ -72,10 +72,11 @@ class LvgCLI(LightningCLI):
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["info"]:
-        info_main(argv[1:])
-    elif argv[:1] == ["--version"]:
+    """Entry point; ``argv`` defaults to the command line."""
+    words = sys.argv[1:] if argv is None else argv
+    if words[:1] == ["info"]:
+        info_main(words[1:])
+    elif words[:1] == ["--version"]:
         print(f"lvg {__version__}")
     else:
         LvgCLI(args=argv)

@@ -17,7 +17,7 @@ from lvg.training import DirectForcingModule, StudentForcingModule, TeacherForci
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 WINDOW = 3
-TINY_TOY = ToyWorldConfig(num_videos=3, min_seconds=1.5, max_seconds=2.5, fps=8, size=32, seed=0)
+TINY_TOY = ToyWorldConfig(num_videos=3, min_seconds=2.0, max_seconds=3.0, fps=8, size=32, seed=0)
 DEBUG_FOR_TOY = {"in_channels": 48, "out_channels": 48, "text_embed_dim": 64, "pooled_projection_dim": 64,
                  "image_proj_dim": 48}
 SMALL_SP = SemanticPackConfig(dim=32, num_heads=4, memory_grid=(2, 2))
@@ -55,8 +55,8 @@ CLI_TINY = [
     "--model.init_args.semantic_pack.dim=32",
     "--model.init_args.semantic_pack.memory_grid=[2, 2]",
     "--data.init_args.toy.num_videos=3",
-    "--data.init_args.toy.min_seconds=1.5",
-    "--data.init_args.toy.max_seconds=2.5",
+    "--data.init_args.toy.min_seconds=2.0",
+    "--data.init_args.toy.max_seconds=3.0",
     "--data.init_args.toy.size=32",
     f"--data.init_args.min_latent_frames={1 + WINDOW}",
 ]
@@ -94,9 +94,10 @@ def test_help_documents_options(capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--model.help", "lvg.training.DirectForcingModule"])
     out = capsys.readouterr().out
-    for option in ("--model.init_args.init_from", "--model.init_args.memory_pack.rope_time_mode",
-                   "--model.init_args.semantic_pack.fusion", "--model.init_args.sigma.distribution"):
+    for option in ("--model.init_from", "--model.memory_pack.rope_time_mode", "--model.semantic_pack.fusion",
+                   "--model.sigma.distribution", "--model.trainable"):
         assert option in out
+    assert "what stage 2 trains" in out and "AdamW learning rate" in out
     assert "FramePack-F1's fixed layout" in out  # dataclass attribute docstrings reach --help
 
 
@@ -138,7 +139,7 @@ class Recorder(L.Callback):
         self.steps = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.steps.append((trainer.global_step, batch["id"], float(outputs)))
+        self.steps.append((trainer.global_step, batch["id"], float(outputs["loss"])))
 
 
 def test_direct_forcing_history_is_previous_one_step_estimate_and_one_step_per_video(toy_root, tmp_path, monkeypatch):

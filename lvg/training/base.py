@@ -35,6 +35,10 @@ from lvg.models.memory_pack import MemoryPackConfig, MemoryPackState
 from lvg.models.semantic_pack import SemanticPack, SemanticPackConfig
 from lvg.models.weights import check_state_dict, load_dit, load_state_dict
 
+# Stage hyper-parameters (saved in every checkpoint) include these config dataclasses; allow them
+# in torch's weights-only unpickler so `--ckpt_path` resumes without unsafe loading.
+torch.serialization.add_safe_globals([MemoryPackConfig, SemanticPackConfig, flow.SigmaSampling])
+
 TRAINABLE_GROUPS: dict[str, tuple[str, ...]] = {
     "all": ("",),
     "output_layer": ("dit.norm_out.", "dit.proj_out."),
@@ -77,7 +81,9 @@ class StageModule(L.LightningModule):
             guidance: distilled-guidance value fed to the DiT (FramePack-F1 uses 10).
             trainable: ``+``-joined groups (``all``, ``output_layer``, ``semantic_pack``) or
                 parameter-name prefixes (e.g. ``dit.single_transformer_blocks``); the rest is frozen.
-            lr / betas / weight_decay: AdamW on the trainable parameters.
+            lr: AdamW learning rate (the paper: 1e-5 on FramePack-F1).
+            betas: AdamW betas.
+            weight_decay: AdamW weight decay (decoupled).
             warmup_steps: linear learning-rate warm-up.
             max_grad_norm: gradient-norm clipping (None: no clipping; the norm is logged either way).
             pretrained: FramePack(-F1) transformer weights for the DiT (directory, file or hub id).
@@ -109,7 +115,7 @@ class StageModule(L.LightningModule):
         if file.suffix == ".safetensors":
             state = load_state_dict([file])
         else:
-            state = torch.load(file, map_location="cpu", weights_only=False).get("state_dict", {})
+            state = torch.load(file, map_location="cpu", weights_only=True).get("state_dict", {})
         check_state_dict(
             self.state_dict(), state, f"init_from {path}", f"{type(self).__name__}({self.hparams.dit})",
             hint="Was it trained with the same dit / dit_overrides / semantic_pack settings?",

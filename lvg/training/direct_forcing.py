@@ -18,6 +18,11 @@ class DirectForcingModule(StageModule):
     """Stage 2; ``trainable`` defaults to ``output_layer`` (``norm_out`` + ``proj_out``)."""
 
     def __init__(self, *args: Any, trainable: str = "output_layer", **kwargs: Any):
+        """
+        Args:
+            trainable: what stage 2 trains: ``output_layer`` (the paper), ``output_layer+semantic_pack``
+                or ``all`` (see :class:`StageModule` for the syntax).
+        """
         super().__init__(*args, trainable=trainable, **kwargs)
 
     def next_history(self, *, x0: Tensor, x_sigma: Tensor, v: Tensor, sigma: Tensor, context, gen) -> Tensor:

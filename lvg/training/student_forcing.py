@@ -21,6 +21,7 @@ class StudentForcingModule(StageModule):
     def __init__(self, *args: Any, trainable: str = "output_layer", rollout_steps: int = 5, **kwargs: Any):
         """
         Args:
+            trainable: what trains, as for Direct Forcing (default: the output layer).
             rollout_steps: Euler steps of the history rollout (the paper's baseline: 5).
         """
         if rollout_steps < 1:
