@@ -194,12 +194,7 @@ class ToyWorldDataModule(VideoLatentDataModule):
         toy: ToyWorldConfig = ToyWorldConfig(),
         codec_factor: int = 4,
         text_dim: int = 64,
-        batch_size: int = 1,
-        num_workers: int = 0,
-        order: Literal["random", "curriculum"] = "random",
-        val_videos: int = 0,
-        min_latent_frames: int = 10,
-        seed: int = 0,
+        **kwargs: Any,
     ):
         """
         Args:
@@ -207,11 +202,9 @@ class ToyWorldDataModule(VideoLatentDataModule):
             toy: the generator's settings (number and length of videos, size, fps, seed).
             codec_factor: PixelCodec space-to-depth factor (4: 64x64 RGB -> 48 x 16 x 16 latents).
             text_dim: ToyTextEncoder width (the DiT's ``text_embed_dim`` and ``pooled_projection_dim``).
+            kwargs: loader settings of :class:`VideoLatentDataModule` (``shard_dir`` is ``root/shards``).
         """
-        super().__init__(
-            shard_dir=str(Path(root) / "shards"), batch_size=batch_size, num_workers=num_workers, order=order,
-            val_videos=val_videos, min_latent_frames=min_latent_frames, seed=seed,
-        )
+        super().__init__(shard_dir=str(Path(root) / "shards"), **kwargs)
         self.root, self.toy, self.codec_factor, self.text_dim = Path(root), toy, codec_factor, text_dim
 
     def prepare_data(self) -> None:
