@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lvg.data.shards import prepare_shards, read_index, read_shard
 from lvg.data.toy_world import ToyWorldConfig, generate_toy_world
-from lvg.models.encoders import PixelCodec, ToyImageEncoder, ToyTextEncoder
+from lvg.models.encoders import Encoders, PixelCodec, ToyImageEncoder, ToyTextEncoder
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,10 @@ class VideoLatentDataModule(L.LightningDataModule):
         self._resume = None
         return self._loader(self.train_set, sampler)
 
+    def encoders(self) -> Encoders | None:
+        """The encoders the shards were written with, for generation; None if unknown."""
+        return None
+
     def val_dataloader(self) -> DataLoader | list:
         return self._loader(self.val_set) if len(self.val_set) else []
 
@@ -207,7 +211,11 @@ class ToyWorldDataModule(VideoLatentDataModule):
         super().__init__(shard_dir=str(Path(root) / "shards"), **kwargs)
         self.root, self.toy, self.codec_factor, self.text_dim = Path(root), toy, codec_factor, text_dim
 
+    def encoders(self) -> Encoders:
+        return Encoders(PixelCodec(self.codec_factor), ToyTextEncoder(self.text_dim), ToyImageEncoder(),
+                        frame_size=(self.toy.size, self.toy.size))
+
     def prepare_data(self) -> None:
         manifest = generate_toy_world(self.root, self.toy)
-        prepare_shards(manifest, self.shard_dir, PixelCodec(self.codec_factor), ToyTextEncoder(self.text_dim),
-                       ToyImageEncoder())
+        enc = self.encoders()
+        prepare_shards(manifest, self.shard_dir, enc.codec, enc.text, enc.image)

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from lvg.data.manifest import read_manifest
+from lvg.io import atomic_path, atomic_write_text
 from lvg.models.encoders import ImageEncoder, TextEncoder, VideoCodec
 
 FORMAT = 1
@@ -40,19 +39,9 @@ INDEX = "index.json"
 log = logging.getLogger(__name__)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same directory and ``os.replace`` (never a torn file)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_shard(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata={"lvg": json.dumps(meta)})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"lvg": json.dumps(meta)})
 
 
 def read_shard(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from lvg.data.shards import atomic_write_text
 from lvg.data.video_io import write_video
+from lvg.io import atomic_write_text
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 80, 230), "yellow": (240, 220, 40),

@@ -16,31 +16,71 @@ import av
 import numpy as np
 
 
+class VideoWriter:
+    """Stream frames into an mp4 as they are produced; the file appears under ``path`` only on close.
+
+    ``with VideoWriter(path, fps) as w: w.write(frames)`` -- memory stays flat however long the
+    video. If the block raises, the partial file is removed and ``path`` is left untouched.
+    """
+
+    def __init__(self, path: str | Path, fps: float, *, lossless: bool = True):
+        if fps <= 0:
+            raise ValueError(f"VideoWriter({path}): fps must be > 0, got {fps}.")
+        self.path, self.fps, self.lossless = Path(path), fps, lossless
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=".mp4")
+        os.close(fd)
+        self._container = av.open(self._tmp, "w", format="mp4")
+        self._stream = None
+        self.frames_written = 0
+
+    def write(self, frames: np.ndarray) -> None:
+        """Append ``(T, H, W, 3)`` uint8 frames."""
+        if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            got = f"{frames.dtype} {frames.shape}" if isinstance(frames, np.ndarray) else type(frames).__name__
+            raise ValueError(f"VideoWriter({self.path}): frames must be a uint8 array (T, H, W, 3), got {got}.")
+        if self._stream is None:
+            rate = Fraction(self.fps).limit_denominator(1001)
+            self._stream = self._container.add_stream("libx264rgb" if self.lossless else "libx264", rate=rate)
+            self._stream.width, self._stream.height = frames.shape[2], frames.shape[1]
+            self._stream.pix_fmt = "rgb24" if self.lossless else "yuv420p"
+            self._stream.options = {"qp": "0", "preset": "veryfast"} if self.lossless else {"crf": "18", "preset": "medium"}
+            self._stream.thread_count = 1  # one thread: byte-identical files for identical frames
+        elif (frames.shape[2], frames.shape[1]) != (self._stream.width, self._stream.height):
+            raise ValueError(f"VideoWriter({self.path}): frame size changed to {frames.shape[1:3]}.")
+        for frame in frames:
+            self._container.mux(self._stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        self.frames_written += len(frames)
+
+    def close(self) -> None:
+        """Flush and move the finished file into place."""
+        if self._stream is None:
+            self.abort()
+            raise ValueError(f"VideoWriter({self.path}): no frames were written.")
+        self._container.mux(self._stream.encode())
+        self._container.close()
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        """Drop the partial file."""
+        self._container.close()
+        if os.path.exists(self._tmp):
+            os.unlink(self._tmp)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
 def write_video(path: str | Path, frames: np.ndarray, fps: float, *, lossless: bool = True) -> None:
     """Write ``frames`` ``(T, H, W, 3)`` uint8 to an mp4 at ``fps`` (H and W even unless lossless)."""
-    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        got = f"{frames.dtype} {frames.shape}" if isinstance(frames, np.ndarray) else type(frames).__name__
-        raise ValueError(f"write_video({path}): frames must be a uint8 array (T, H, W, 3), got {got}.")
-    if len(frames) == 0 or fps <= 0:
-        raise ValueError(f"write_video({path}): need at least one frame and fps > 0, got {len(frames)} frames at {fps}.")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".mp4")
-    os.close(fd)
-    try:
-        with av.open(tmp, "w", format="mp4") as container:
-            stream = container.add_stream("libx264rgb" if lossless else "libx264", rate=Fraction(fps).limit_denominator(1001))
-            stream.width, stream.height = frames.shape[2], frames.shape[1]
-            stream.pix_fmt = "rgb24" if lossless else "yuv420p"
-            stream.options = {"qp": "0", "preset": "veryfast"} if lossless else {"crf": "18", "preset": "medium"}
-            stream.thread_count = 1  # one thread: byte-identical files for identical frames
-            for frame in frames:
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-            container.mux(stream.encode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with VideoWriter(path, fps, lossless=lossless) as writer:
+        writer.write(frames)
 
 
 def read_video(path: str | Path) -> tuple[np.ndarray, float]:

@@ -74,6 +74,17 @@ class ImageEncoder(Protocol):
     def encode(self, images: Tensor) -> Tensor: ...
 
 
+@dataclass
+class Encoders:
+    """The encoders a dataset was prepared with; generation must use the same ones."""
+
+    codec: VideoCodec
+    text: TextEncoder
+    image: ImageEncoder | None = None
+    frame_size: tuple[int, int] | None = None
+    """(height, width) of the frames the model was trained on; start images are resized to it."""
+
+
 def _check_video(video: Tensor, factor: int) -> None:
     if video.dtype != torch.uint8 or video.ndim != 5 or video.shape[2] != 3:
         raise ValueError(f"expected a uint8 video (B, T, 3, H, W), got {video.dtype} {tuple(video.shape)}.")

@@ -1,0 +1,268 @@
+"""LongVideoPipeline: minute-long generation, section by section, with MemoryPack carried along.
+
+For each section n: draw noise from a CPU generator seeded by (seed, n), denoise it with the
+configured sampler conditioned on ``MemoryPackState.context()`` (history + psi + the prompt active
+at the section's first frame), append the result to the state, decode it and stream the frames
+into the mp4. With an ``output`` path the run is resumable: ``<output>.parts/`` holds the run's
+settings, every finished section's latents and the MemoryPack state after it, all written
+atomically; a killed run started again with the same arguments re-decodes the finished sections
+and continues, producing the same video as an uninterrupted run.
+
+Shapes: B videos, C latent channels, W window, h/w latent height/width.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from lvg import flow
+from lvg.data.video_io import VideoWriter
+from lvg.io import atomic_path, atomic_write_text
+from lvg.models.dit import PackedDiT
+from lvg.models.encoders import Encoders
+from lvg.models.memory_pack import MemoryPackConfig, MemoryPackState
+from lvg.models.semantic_pack import SemanticPack
+from lvg.sampling.prompts import PromptSchedule
+from lvg.sampling.samplers import cfg_velocity, sample
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How each section is denoised."""
+
+    steps: int = 25
+    """Model evaluations per section (FramePack-F1: 25)."""
+    sampler: Literal["unipc", "euler"] = "unipc"
+    """``unipc`` (FramePack's flow-matching UniPC) or ``euler`` (diffusers' FramePack pipeline)."""
+    shift: float | Literal["auto"] = "auto"
+    """Schedule time shift: a number, or ``auto`` = FramePack's shift from the window's token count."""
+    guidance: float = 10.0
+    """Distilled guidance fed to the DiT (FramePack-F1: 10)."""
+    cfg_scale: float = 1.0
+    """Real classifier-free guidance (1 = off, no negative pass; FramePack-F1's default)."""
+    cfg_rescale: float = 0.0
+    """CFG rescale towards the conditional prediction's std (0 = off)."""
+    negative_prompt: str = ""
+    """Negative prompt for real CFG."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"SamplingConfig.steps must be >= 1, got {self.steps}.")
+        if self.sampler not in ("unipc", "euler"):
+            raise ValueError(f"SamplingConfig.sampler must be 'unipc' or 'euler', got {self.sampler!r}.")
+
+
+class LongVideoPipeline:
+    """Section-by-section sampler over a PackedDiT + MemoryPack (also Student Forcing's rollout engine)."""
+
+    def __init__(
+        self,
+        dit: PackedDiT,
+        memory_pack: MemoryPackConfig,
+        encoders: Encoders,
+        semantic_pack: SemanticPack | None = None,
+        sampling: SamplingConfig = SamplingConfig(),
+    ):
+        self.dit, self.memory_pack, self.encoders = dit, memory_pack, encoders
+        self.semantic_pack, self.sampling = semantic_pack, sampling
+
+    # --- timing ----------------------------------------------------------------------------------
+
+    def frames_per_section(self) -> int:
+        return self.memory_pack.window * self.encoders.codec.temporal_factor
+
+    def sections_for(self, seconds: float, fps: float) -> int:
+        """Sections needed for ``seconds`` of video at ``fps`` (at least one)."""
+        return max(1, round(seconds * fps / self.frames_per_section()))
+
+    # --- conditioning ----------------------------------------------------------------------------
+
+    def _device_dtype(self) -> tuple[torch.device, torch.dtype]:
+        p = next(self.dit.parameters())
+        return p.device, p.dtype
+
+    def _text(self, prompts: list[str]) -> dict[str, Tensor]:
+        device, dtype = self._device_dtype()
+        features = self.encoders.text.encode(prompts)
+        return dict(text=features.tokens.to(device, dtype), text_mask=features.mask.to(device),
+                    pooled=features.pooled.to(device, dtype))
+
+    def start_state(self, images: Tensor, prompts: list[str]) -> MemoryPackState:
+        """MemoryPack state for start images ``(B, 3, H, W)`` uint8 and the first prompts."""
+        device, dtype = self._device_dtype()
+        start = self.encoders.codec.encode(images.unsqueeze(1)).to(device, dtype)  # (B, C, 1, h, w)
+        image = self.encoders.image.encode(images).to(device, dtype) if self.encoders.image is not None else None
+        return MemoryPackState(self.memory_pack, start, image=image, semantic_pack=self.semantic_pack,
+                               **self._text(prompts))
+
+    # --- sampling --------------------------------------------------------------------------------
+
+    def denoise_section(self, state: MemoryPackState, noise: Tensor) -> Tensor:
+        """One section ``(B, C, W, h, w)`` from ``noise`` under the state's context."""
+        cfg = self.sampling
+        b = noise.shape[0]
+        context = state.context()
+        negative = None
+        if cfg.cfg_scale != 1.0:
+            neg = self._text([cfg.negative_prompt] * b)
+            negative = {**context, "encoder_hidden_states": neg["text"], "encoder_attention_mask": neg["text_mask"],
+                        "pooled_projections": neg["pooled"]}
+        guidance = torch.full((b,), flow.TIMESTEP_SCALE * cfg.guidance, device=noise.device)
+
+        def velocity(x: Tensor, sigma: Tensor) -> Tensor:
+            timestep = flow.timestep_from_sigma(sigma.float().expand(b).to(x.device))
+            v = self.dit(hidden_states=x, timestep=timestep, guidance=guidance, **context).float()
+            if negative is None:
+                return v.to(x.dtype)
+            v_neg = self.dit(hidden_states=x, timestep=timestep, guidance=guidance, **negative).float()
+            return cfg_velocity(v, v_neg, cfg.cfg_scale, cfg.cfg_rescale).to(x.dtype)
+
+        c = self.dit.config
+        tokens = noise.shape[2] // c.patch_size_t * (noise.shape[3] // c.patch_size) * (noise.shape[4] // c.patch_size)
+        shift = flow.shift_for_seq_len(tokens) if cfg.shift == "auto" else float(cfg.shift)
+        return sample(velocity, noise, cfg.steps, shift=shift, sampler=cfg.sampler)
+
+    def section_noise(self, state: MemoryPackState, seed: int, section: int) -> Tensor:
+        """Noise of one section; video i of a batch uses a CPU generator seeded by (seed + i, section),
+        so a seed gives the same video on any device and in any batch."""
+        b, c, _, h, w = state.start.shape
+        noise = [
+            torch.randn(c, self.memory_pack.window, h, w,
+                        generator=torch.Generator().manual_seed(((seed + i) * 1_000_003 + section) % 2**63))
+            for i in range(b)
+        ]
+        return torch.stack(noise).to(state.start.device, state.start.dtype)
+
+    @torch.no_grad()
+    def sections(
+        self, state: MemoryPackState, schedules: list[PromptSchedule], num_sections: int, seed: int, fps: float
+    ) -> Iterator[tuple[int, Tensor]]:
+        """Yield ``(n, latents of section n)`` from ``state.section`` up to ``num_sections``; updates ``state``."""
+        prompts = None
+        while state.section < num_sections:
+            n = state.section
+            seconds = (1 + n * self.frames_per_section()) / fps  # the section's first frame
+            current = [s.at(seconds) for s in schedules]
+            if current != prompts:
+                text = self._text(current)
+                state.set_prompt(text["text"], text["text_mask"], text["pooled"], state.image)
+                prompts = current
+            latents = self.denoise_section(state, self.section_noise(state, seed, n))
+            state.update(latents)
+            yield n, latents
+
+    # --- the user-facing call ----------------------------------------------------------------------
+
+    def __call__(
+        self,
+        images: Tensor,
+        prompts: list[str | PromptSchedule],
+        *,
+        num_sections: int,
+        fps: float,
+        seed: int = 0,
+        output: str | Path | None = None,
+        overwrite: bool = False,
+        progress: bool = True,
+    ) -> list[Path] | Tensor:
+        """Generate one video per start image ``(B, 3, H, W)`` uint8 and prompt (or prompt schedule).
+
+        Without ``output`` the decoded videos ``(B, T, H, W, 3)`` uint8 are returned. With it, video i
+        is streamed to ``output`` (B = 1) or ``<stem>_<i>.mp4`` and the paths are returned; finished
+        sections are kept under ``<output>.parts/`` so a killed run resumes where it stopped.
+        """
+        schedules = [p if isinstance(p, PromptSchedule) else PromptSchedule.parse(p) for p in prompts]
+        if images.ndim != 4 or images.dtype != torch.uint8 or images.shape[0] != len(schedules):
+            raise ValueError(
+                f"images must be uint8 (B, 3, H, W) with one image per prompt ({len(schedules)}), "
+                f"got {images.dtype} {tuple(images.shape)}."
+            )
+        state = self.start_state(images, [s.at(0.0) for s in schedules])
+        if output is None:
+            videos = [self._decode(state.start)]
+            for _, latents in self._progress(self.sections(state, schedules, num_sections, seed, fps), num_sections, 0, progress):
+                videos.append(self._decode(latents))
+            return torch.from_numpy(np.concatenate(videos, axis=1))
+        return self._generate_to_files(images, schedules, state, num_sections, fps, seed, Path(output), overwrite, progress)
+
+    def _decode(self, latents: Tensor) -> np.ndarray:
+        """``(B, C, F, h, w)`` -> ``(B, T, H, W, 3)`` uint8."""
+        return self.encoders.codec.decode(latents.float().cpu()).permute(0, 1, 3, 4, 2).numpy()
+
+    def _progress(self, it, total: int, done: int, enabled: bool):
+        return tqdm(it, total=total, initial=done, unit="section", disable=not enabled, desc="generating")
+
+    def _fingerprint(self, images: Tensor, schedules, num_sections, fps, seed) -> dict:
+        return {
+            "images_sha256": hashlib.sha256(images.cpu().numpy().tobytes()).hexdigest(),
+            "prompts": [list(map(list, s.entries)) for s in schedules],
+            "num_sections": num_sections, "fps": fps, "seed": seed, "sampling": asdict(self.sampling),
+            "memory_pack": asdict(self.memory_pack), "dit": self.dit.config.to_dict(), "weights": self._weights_digest(),
+        }
+
+    def _weights_digest(self) -> str:
+        """A cheap identity of the weights (first values of every tensor), so another model never resumes a run."""
+        modules = [self.dit] + ([self.semantic_pack] if self.semantic_pack is not None else [])
+        h = hashlib.sha256()
+        for module in modules:
+            for p in module.parameters():
+                h.update(p.detach().flatten()[:64].float().cpu().numpy().tobytes())
+        return h.hexdigest()
+
+    def _generate_to_files(self, images, schedules, state, num_sections, fps, seed, output, overwrite, progress):
+        b = len(schedules)
+        paths = [output] if b == 1 else [output.with_name(f"{output.stem}_{i}{output.suffix}") for i in range(b)]
+        parts = output.with_name(output.name + ".parts")
+        run = json.loads(json.dumps(self._fingerprint(images, schedules, num_sections, fps, seed)))  # as stored
+        if overwrite:
+            shutil.rmtree(parts, ignore_errors=True)
+        elif any(p.exists() for p in paths):
+            raise ValueError(f"{[str(p) for p in paths if p.exists()]} already exist; pass overwrite=True (--overwrite).")
+        if parts.is_dir() and (parts / "state.pt").is_file():
+            saved = json.loads((parts / "run.json").read_text())
+            if saved != run:
+                raise ValueError(
+                    f"{parts} holds a partial run with other settings (or another model); rerun with those settings "
+                    "to resume, or pass overwrite=True to start over."
+                )
+            state.load_state_dict(torch.load(parts / "state.pt", map_location=state.start.device, weights_only=True))
+        else:
+            parts.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(parts / "run.json", json.dumps(run, indent=1))
+        writers = [VideoWriter(p, fps) for p in paths]
+        try:
+            for i, frames in enumerate(self._decode(state.start)):
+                writers[i].write(frames)
+            for n in range(state.section):  # resumed: re-stream what is already done
+                self._write(writers, load_file(str(parts / f"section_{n:05d}.safetensors"))["latents"])
+            it = self.sections(state, schedules, num_sections, seed, fps)
+            for n, latents in self._progress(it, num_sections, state.section, progress):
+                with atomic_path(parts / f"section_{n:05d}.safetensors") as tmp:
+                    save_file({"latents": latents.cpu().contiguous()}, str(tmp))
+                with atomic_path(parts / "state.pt") as tmp:
+                    torch.save(state.state_dict(), tmp)
+                self._write(writers, latents)
+        except BaseException:
+            for w in writers:
+                w.abort()
+            raise
+        for w in writers:
+            w.close()
+        return paths
+
+    def _write(self, writers: list[VideoWriter], latents: Tensor) -> None:
+        for writer, frames in zip(writers, self._decode(latents)):
+            writer.write(frames)
+
