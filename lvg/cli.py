@@ -1,4 +1,4 @@
-"""The ``lvg`` command: LightningCLI for ``fit | validate | test | predict``, plus ``lvg info``.
+"""The ``lvg`` command: LightningCLI for ``fit | validate | test | predict | generate``, plus ``lvg info``.
 
 A YAML picks the stage module and the datamodule by class path (subclass mode); callbacks and
 loggers plug in under ``trainer``; ``--print_config`` shows the resolved config and ``--help``
@@ -12,13 +12,19 @@ import sys
 from collections import Counter
 
 import torch
+from pathlib import Path
+
+import numpy as np
 from jsonargparse import ArgumentParser, set_parsing_settings
-from lightning.pytorch import LightningDataModule
+from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.cli import LightningCLI
+from PIL import Image, UnidentifiedImageError
 
 from lvg import __version__
 from lvg.config import DIT_PRESETS, DiTConfig
 from lvg.models.dit import PackedDiT
+from lvg.sampling.pipeline import LongVideoPipeline, SamplingConfig
+from lvg.sampling.prompts import PromptSchedule
 from lvg.training.base import TRAINABLE_GROUPS, StageModule
 
 # Dataclass fields are documented by the string literal under them; show those in --help.
@@ -53,13 +59,93 @@ def info_main(argv: list[str]) -> None:
         sys.exit(f"lvg info: {err}")
 
 
+def load_image(path: str, size: tuple[int, int] | None) -> torch.Tensor:
+    """An RGB image file as ``(1, 3, H, W)`` uint8, resized (centre-cropped to the aspect) to ``size``."""
+    try:
+        image = Image.open(path).convert("RGB")
+    except (FileNotFoundError, UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"Start image {path} cannot be read ({err}); pass a PNG or JPEG file.") from err
+    if size is not None and image.size != (size[1], size[0]):
+        h, w = size
+        scale = max(w / image.width, h / image.height)
+        image = image.resize((max(w, round(image.width * scale)), max(h, round(image.height * scale))), Image.LANCZOS)
+        left, top = (image.width - w) // 2, (image.height - h) // 2
+        image = image.crop((left, top, left + w, top + h))
+    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).unsqueeze(0)
+
+
+class LvgTrainer(Trainer):
+    """Lightning's Trainer plus :meth:`generate`, so generation shares configs, checkpoints and devices."""
+
+    def generate(
+        self,
+        model: StageModule,
+        image: str,
+        prompt: str | None = None,
+        prompt_file: str | None = None,
+        seconds: float | None = None,
+        sections: int | None = None,
+        fps: float = 8.0,
+        seed: int = 0,
+        output: str = "outputs/video.mp4",
+        sampling: SamplingConfig = SamplingConfig(),
+        ckpt_path: str | None = None,
+        overwrite: bool = False,
+        datamodule: LightningDataModule | None = None,
+    ) -> list[Path]:
+        """Generate a long video section by section from a start image and a prompt (or schedule).
+
+        Args:
+            model: the stage module (its DiT, SemanticPack and MemoryPack settings).
+            image: start image file (resized and centre-cropped to the training frame size).
+            prompt: a prompt, or a schedule such as ``"[0s] a cat walks [12s] the cat sits"``.
+            prompt_file: a text file holding the prompt or schedule (instead of ``prompt``).
+            seconds: video length (the number of sections is rounded from it).
+            sections: number of sections (instead of ``seconds``).
+            fps: frame rate of the output (toy world: 8; FramePack-F1: 30).
+            seed: noise seed; the same seed gives the same video on any device.
+            output: mp4 path; finished sections are kept in ``<output>.parts`` so a killed run resumes.
+            sampling: sampler, steps, shift, distilled guidance, real CFG.
+            ckpt_path: weights to generate with (a stage checkpoint or ``.safetensors`` export).
+            overwrite: replace an existing output (otherwise refused).
+            datamodule: provides the encoders the model was trained with.
+        """
+        if (prompt is None) == (prompt_file is None):
+            raise ValueError("generate: pass exactly one of --prompt and --prompt_file.")
+        if prompt_file is not None:
+            if not Path(prompt_file).is_file():
+                raise ValueError(f"generate: prompt file {prompt_file} does not exist.")
+            prompt = Path(prompt_file).read_text()
+        schedule = PromptSchedule.parse(prompt)
+        if (seconds is None) == (sections is None):
+            raise ValueError("generate: pass exactly one of --seconds and --sections.")
+        encoders = datamodule.encoders() if datamodule is not None and hasattr(datamodule, "encoders") else None
+        if encoders is None:
+            raise ValueError("generate: the datamodule in the config does not name its encoders (codec, text, image).")
+        if ckpt_path is not None:
+            model._load_weights(ckpt_path)
+        model.to(self.strategy.root_device).eval()
+        pipeline = LongVideoPipeline(model.dit, model.memory_pack_config, encoders, model.semantic_pack, sampling)
+        num_sections = sections if sections is not None else pipeline.sections_for(seconds, fps)
+        paths = pipeline(load_image(image, encoders.frame_size), [schedule], num_sections=num_sections, fps=fps,
+                         seed=seed, output=output, overwrite=overwrite, progress=self.progress_bar_callback is not None)
+        for path in paths:
+            print(f"wrote {path} ({num_sections} sections, {num_sections * pipeline.frames_per_section() / fps:.1f} s)")
+        return paths
+
+
 class LvgCLI(LightningCLI):
-    """LightningCLI with lvg's stage modules and datamodules in subclass mode."""
+    """LightningCLI with lvg's stage modules and datamodules in subclass mode, and ``generate``."""
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {**LightningCLI.subcommands(), "generate": {"model", "datamodule"}}
 
     def __init__(self, args: list[str] | None = None, run: bool = True):
         super().__init__(
             StageModule,
             LightningDataModule,
+            trainer_class=LvgTrainer,
             subclass_mode_model=True,
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},  # a resumed run rewrites the config it was started with
@@ -79,4 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     elif words[:1] == ["--version"]:
         print(f"lvg {__version__}")
     else:
-        LvgCLI(args=argv)
+        try:
+            LvgCLI(args=argv)
+        except ValueError as err:  # user mistakes (bad files, inputs, checkpoints): the message, no traceback
+            sys.exit(f"lvg: error: {err}")

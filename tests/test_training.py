@@ -5,12 +5,15 @@ import json
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from lvg.cli import main
 from lvg.data.datamodule import ToyWorldDataModule
 from lvg.data.toy_world import ToyWorldConfig
+from lvg.data.video_io import read_video
 from lvg.models.memory_pack import MemoryPackConfig, MemoryPackState
 from lvg.models.semantic_pack import SemanticPackConfig
 from lvg.training import DirectForcingModule, StudentForcingModule, TeacherForcingModule
@@ -82,6 +85,30 @@ def test_main_job_chain_stage1_checkpoint_into_stage2(tmp_path, monkeypatch):
     stage1 = torch.load(last, weights_only=False)
     changed = {k for k in stage1["state_dict"] if not torch.equal(stage1["state_dict"][k], stage2["state_dict"][k])}
     assert changed and all(k.startswith(("dit.norm_out.", "dit.proj_out.")) for k in changed)
+
+    # generate from the stage-2 checkpoint with the same config (encoders come from the datamodule)
+    start = tmp_path / "start.png"
+    frames, _ = read_video(tmp_path / "data/toy_world/videos/toy_0000.mp4")
+    Image.fromarray(frames[0]).save(start)
+    generate = ["generate", "--config", str(CONFIGS / "direct_forcing.yaml"), *CLI_TINY,
+                "--model.init_args.init_from=null", "--ckpt_path", "runs/direct_forcing/checkpoints/last.ckpt",
+                "--image", str(start), "--sections", "2", "--sampling.steps", "2", "--output", "out/video.mp4"]
+    main([*generate, "--prompt", "[0s] a red circle [0.5s] a blue square"])
+    video, fps = read_video(tmp_path / "out/video.mp4")
+    assert video.shape == (1 + 2 * WINDOW, 32, 32, 3) and fps == 8
+    assert np.array_equal(video[0], frames[0])  # the exact toy codec keeps the start frame
+    with pytest.raises(SystemExit, match="already exist; pass overwrite=True"):
+        main([*generate, "--prompt", "a red circle"])
+    with pytest.raises(SystemExit, match="cannot be read"):
+        main([*generate, "--prompt", "a red circle", "--image", str(tmp_path / "missing.png"), "--overwrite=true"])
+    with pytest.raises(SystemExit, match="prompt at 0.0s is empty"):
+        main([*generate, "--prompt", " ", "--overwrite=true"])
+    # Lightning checkpoints carry their hyper-parameters (LightningCLI applies them); a bare state dict
+    # of another architecture is refused with the offending tensors named.
+    other = module(DirectForcingModule, semantic_pack=SemanticPackConfig(dim=64, num_heads=4, memory_grid=(2, 2)))
+    torch.save({"state_dict": other.state_dict()}, tmp_path / "other.ckpt")
+    with pytest.raises(SystemExit, match=r"does not fit DirectForcingModule\(debug\): shape mismatches"):
+        main([*generate, "--ckpt_path", str(tmp_path / "other.ckpt"), "--prompt", "a", "--overwrite=true"])
 
 
 def test_help_documents_options(capsys):

@@ -15,6 +15,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from lvg.io import publish
+
 
 class VideoWriter:
     """Stream frames into an mp4 as they are produced; the file appears under ``path`` only on close.
@@ -59,7 +61,7 @@ class VideoWriter:
             raise ValueError(f"VideoWriter({self.path}): no frames were written.")
         self._container.mux(self._stream.encode())
         self._container.close()
-        os.replace(self._tmp, self.path)
+        publish(self._tmp, self.path)
 
     def abort(self) -> None:
         """Drop the partial file."""

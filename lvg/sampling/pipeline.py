@@ -65,13 +65,17 @@ class SamplingConfig:
 
 
 class LongVideoPipeline:
-    """Section-by-section sampler over a PackedDiT + MemoryPack (also Student Forcing's rollout engine)."""
+    """Section-by-section sampler over a PackedDiT + MemoryPack (also Student Forcing's rollout engine).
+
+    ``encoders`` (codec, text, image) are needed to start from images and prompts; rollouts on
+    latents (:meth:`denoise_section`) work without them.
+    """
 
     def __init__(
         self,
         dit: PackedDiT,
         memory_pack: MemoryPackConfig,
-        encoders: Encoders,
+        encoders: Encoders | None,
         semantic_pack: SemanticPack | None = None,
         sampling: SamplingConfig = SamplingConfig(),
     ):

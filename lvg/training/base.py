@@ -195,11 +195,11 @@ class StageModule(L.LightningModule):
         return flow.add_noise(x0, noise, sigma), noise, sigma
 
     def next_history(
-        self, *, x0: Tensor, x_sigma: Tensor, v: Tensor, sigma: Tensor, context: dict[str, Tensor], gen: torch.Generator
+        self, *, x0: Tensor, x_sigma: Tensor, v: Tensor, sigma: Tensor, state: MemoryPackState, gen: torch.Generator
     ) -> Tensor:
-        """What section n+1 is conditioned on, given section n's data and (detached) prediction.
-
-        The base conditions on ground truth (Teacher Forcing); the other stages override this.
+        """What section n+1 is conditioned on, given section n's data, its (detached) prediction and
+        the state section n was conditioned on. The base conditions on ground truth (Teacher Forcing);
+        the other stages override this.
         """
         return x0
 
@@ -227,7 +227,7 @@ class StageModule(L.LightningModule):
             losses.append(loss.detach())
             sigmas.append(sigma)
             with torch.no_grad():
-                history = self.next_history(x0=x0, x_sigma=x_sigma, v=v.detach(), sigma=sigma, context=context, gen=gen)
+                history = self.next_history(x0=x0, x_sigma=x_sigma, v=v.detach(), sigma=sigma, state=state, gen=gen)
             state.update(history)
             del v, loss
         max_norm = self.hparams.max_grad_norm

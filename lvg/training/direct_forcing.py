@@ -25,5 +25,5 @@ class DirectForcingModule(StageModule):
         """
         super().__init__(*args, trainable=trainable, **kwargs)
 
-    def next_history(self, *, x0: Tensor, x_sigma: Tensor, v: Tensor, sigma: Tensor, context, gen) -> Tensor:
+    def next_history(self, *, x0: Tensor, x_sigma: Tensor, v: Tensor, sigma: Tensor, state, gen) -> Tensor:
         return flow.one_step_estimate(x_sigma, v, sigma)

@@ -1,7 +1,8 @@
 """Student Forcing (the paper's ablation baseline): history from a k-step sampler rollout.
 
 Section n+1 is conditioned on a sample of section n drawn with ``rollout_steps`` Euler steps from
-fresh noise, under the same context section n was trained with and without gradients. It costs
+fresh noise, under the same context section n was trained with and without gradients -- drawn by
+the same :class:`~lvg.sampling.pipeline.LongVideoPipeline` that generates videos. It costs
 ``rollout_steps`` extra forward passes per section -- the overhead Direct Forcing avoids.
 """
 
@@ -10,8 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lvg import flow
-from lvg.sampling import euler_sample
+from lvg.sampling.pipeline import LongVideoPipeline, SamplingConfig
 from lvg.training.base import StageModule
 
 
@@ -28,9 +28,11 @@ class StudentForcingModule(StageModule):
             raise ValueError(f"rollout_steps must be >= 1, got {rollout_steps}.")
         super().__init__(*args, trainable=trainable, **kwargs)
         self.rollout_steps = rollout_steps
+        self.rollout = LongVideoPipeline(
+            self.dit, self.memory_pack_config, encoders=None, semantic_pack=self.semantic_pack,
+            sampling=SamplingConfig(steps=rollout_steps, sampler="euler", guidance=self.hparams.guidance),
+        )
 
-    def next_history(self, *, x0: Tensor, x_sigma: Tensor, v: Tensor, sigma: Tensor, context, gen) -> Tensor:
+    def next_history(self, *, x0: Tensor, x_sigma: Tensor, v: Tensor, sigma: Tensor, state, gen) -> Tensor:
         noise = torch.randn(x0.shape, generator=gen).to(x0.device, x0.dtype)
-        shift = flow.shift_for_seq_len(self.window_tokens(x0))
-        sigmas = flow.sampling_sigmas(self.rollout_steps, shift, device=x0.device)
-        return euler_sample(lambda x, s: self.velocity(x, s.expand(x.shape[0]), context), noise, sigmas)
+        return self.rollout.denoise_section(state, noise)
