@@ -1,6 +1,7 @@
 """Training stages and the `lvg` CLI on a tiny toy world (CPU)."""
 
 import hashlib
+import io
 import json
 from pathlib import Path
 
@@ -281,3 +282,23 @@ def test_prepare_skips_unreadable_videos_and_reports(toy_root, tmp_path):
     digest = hashlib.sha256((tmp_path / "shards" / index["videos"][0]["file"]).read_bytes()).hexdigest()
     prepare_shards(manifest, tmp_path / "shards", PixelCodec(4), ToyTextEncoder(), ToyImageEncoder())  # resumes
     assert hashlib.sha256((tmp_path / "shards" / index["videos"][0]["file"]).read_bytes()).hexdigest() == digest
+
+
+def test_sample_video_logger_lands_in_the_tensorboard_event_file(toy_root, tmp_path):
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from lvg.callbacks import SampleVideoLogger
+    from lvg.sampling.pipeline import SamplingConfig
+
+    logger = TensorBoardLogger(tmp_path, name="tb", version="")
+    callback = SampleVideoLogger(every_n_steps=2, sections=2, sampling=SamplingConfig(steps=2))
+    L.Trainer(accelerator="cpu", max_steps=2, logger=logger, callbacks=[callback], enable_checkpointing=False,
+              enable_progress_bar=False, enable_model_summary=False).fit(module(), datamodule(toy_root))
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0}).Reload()
+    assert {"sample/video_0", "sample/frames_0"} <= set(events.Tags()["images"])
+    gif = events.Images("sample/video_0")
+    assert [e.step for e in gif] == [2] and gif[0].encoded_image_string.startswith(b"GIF8")
+    frames = Image.open(io.BytesIO(gif[0].encoded_image_string))
+    assert frames.n_frames == 1 + 2 * WINDOW and frames.size == (32, 32)
+    assert {"sample/drift", "sample/mean_section_0", "sample/mean_section_1"} <= set(events.Tags()["scalars"])

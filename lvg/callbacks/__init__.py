@@ -1,0 +1,5 @@
+"""Lightning callbacks that plug in from YAML (``trainer.callbacks``)."""
+
+from lvg.callbacks.video_logger import SampleVideoLogger
+
+__all__ = ["SampleVideoLogger"]
