@@ -45,10 +45,10 @@ def main() -> None:
     for p in dit.parameters():
         torch.nn.init.normal_(p, std=0.02)
     sp = SemanticPack(SemanticPackConfig(dim=128, num_heads=4, memory_grid=(4, 4)), cfg).eval()
-    encoders = Encoders(PixelCodec(4), ToyTextEncoder(64), ToyImageEncoder(), frame_size=(64, 64))
+    encoders = Encoders(PixelCodec(2), ToyTextEncoder(64), ToyImageEncoder(), frame_size=(32, 32))
     pipe = LongVideoPipeline(dit, MemoryPackConfig(window=9, rope_time_mode="absolute"), encoders, sp,
                              SamplingConfig(steps=args.steps))
-    image = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8)
+    image = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
     schedule = PromptSchedule.parse("[0s] a red circle and a blue square [30s] the square hides behind the pillar")
     state = pipe.start_state(image, [schedule.at(0)])
     times, rss = [], {}

@@ -23,7 +23,7 @@ from lvg.models.dit import PackedDiT
 from lvg.models.memory_pack import MemoryPackConfig, MemoryPackState
 from lvg.models.semantic_pack import SemanticPack, SemanticPackConfig
 
-LATENT = 16  # toy world 64x64 px -> 16x16 latents (space-to-depth by 4)
+LATENT = 16  # toy world 32x32 px -> 16x16 latents (space-to-depth by 2)
 
 
 def median_time(fn, reps: int, device: torch.device) -> float:

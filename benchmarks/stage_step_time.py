@@ -43,7 +43,7 @@ def video_batch(sections: int, window: int = 9, size: int = 16) -> dict:
     g = torch.Generator().manual_seed(0)
     return {
         "id": ["bench"],
-        "latents": torch.randn(1, 48, 1 + sections * window, size, size, generator=g).clamp(-1, 1),
+        "latents": torch.randn(1, 12, 1 + sections * window, size, size, generator=g).clamp(-1, 1),
         "text": torch.randn(1, 24, 64, generator=g),
         "text_mask": torch.ones(1, 24, dtype=torch.bool),
         "pooled": torch.randn(1, 64, generator=g),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from collections import Counter
 
 import torch
@@ -22,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 from lvg import __version__
 from lvg.config import DIT_PRESETS, DiTConfig
+from lvg.data.video_io import read_video
 from lvg.models.dit import PackedDiT
 from lvg.sampling.pipeline import LongVideoPipeline, SamplingConfig
 from lvg.sampling.prompts import PromptSchedule
@@ -29,6 +31,11 @@ from lvg.training.base import TRAINABLE_GROUPS, StageModule
 
 # Dataclass fields are documented by the string literal under them; show those in --help.
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
+# Expected for lvg, so only noise for its users: stage modules step the optimizer manually once per
+# video and checkpoint the post-step state on purpose; a datamodule without held-out videos
+# returns no validation loader.
+warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")
 
 
 def model_info(preset: str) -> dict:
@@ -59,12 +66,18 @@ def info_main(argv: list[str]) -> None:
         sys.exit(f"lvg info: {err}")
 
 
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm")
+
+
 def load_image(path: str, size: tuple[int, int] | None) -> torch.Tensor:
-    """An RGB image file as ``(1, 3, H, W)`` uint8, resized (centre-cropped to the aspect) to ``size``."""
-    try:
-        image = Image.open(path).convert("RGB")
-    except (FileNotFoundError, UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"Start image {path} cannot be read ({err}); pass a PNG or JPEG file.") from err
+    """An image file (or a video's first frame) as ``(1, 3, H, W)`` uint8, resized and centre-cropped to ``size``."""
+    if Path(path).suffix.lower() in VIDEO_SUFFIXES:
+        image = Image.fromarray(read_video(path)[0][0])
+    else:
+        try:
+            image = Image.open(path).convert("RGB")
+        except (FileNotFoundError, UnidentifiedImageError, OSError) as err:
+            raise ValueError(f"Start image {path} cannot be read ({err}); pass a PNG or JPEG file.") from err
     if size is not None and image.size != (size[1], size[0]):
         h, w = size
         scale = max(w / image.width, h / image.height)
@@ -97,7 +110,8 @@ class LvgTrainer(Trainer):
 
         Args:
             model: the stage module (its DiT, SemanticPack and MemoryPack settings).
-            image: start image file (resized and centre-cropped to the training frame size).
+            image: start image file, or a video whose first frame starts the generation (resized and
+                centre-cropped to the training frame size).
             prompt: a prompt, or a schedule such as ``"[0s] a cat walks [12s] the cat sits"``.
             prompt_file: a text file holding the prompt or schedule (instead of ``prompt``).
             seconds: video length (the number of sections is rounded from it).

@@ -129,11 +129,12 @@ DIT_PRESETS: dict[str, DiTConfig] = {
         rope_axes_dim=(2, 4, 4),
         image_proj_dim=16,
     ),
-    # Trainable on a laptop CPU in minutes on the embedded toy world: 48 channels = RGB
-    # space-to-depth by 4 (PixelCodec), text 64 (ToyTextEncoder), image 48 (ToyImageEncoder).
+    # Trainable on a laptop CPU in minutes on the embedded toy world: 12 channels = RGB
+    # space-to-depth by 2 (PixelCodec), text 64 (ToyTextEncoder), image 48 (ToyImageEncoder).
+    # The width (128) must exceed a patch's values (12 x 2 x 2 = 48) or noise cannot be predicted.
     "toy": DiTConfig(
-        in_channels=48,
-        out_channels=48,
+        in_channels=12,
+        out_channels=12,
         num_attention_heads=4,
         attention_head_dim=32,
         num_layers=2,

@@ -22,7 +22,7 @@ from lvg.training import DirectForcingModule, StudentForcingModule, TeacherForci
 CONFIGS = Path(__file__).parents[1] / "configs"
 WINDOW = 3
 TINY_TOY = ToyWorldConfig(num_videos=3, min_seconds=2.0, max_seconds=3.0, fps=8, size=32, seed=0)
-DEBUG_FOR_TOY = {"in_channels": 48, "out_channels": 48, "text_embed_dim": 64, "pooled_projection_dim": 64,
+DEBUG_FOR_TOY = {"in_channels": 12, "out_channels": 12, "text_embed_dim": 64, "pooled_projection_dim": 64,
                  "image_proj_dim": 48}
 SMALL_SP = SemanticPackConfig(dim=32, num_heads=4, memory_grid=(2, 2))
 

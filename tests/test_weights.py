@@ -91,7 +91,7 @@ def test_checkpoint_of_another_architecture_is_rejected(tmp_path):
 
 
 def test_wrong_config_reports_shape_mismatch(sharded_dir):
-    with pytest.raises(ValueError, match=r"shape mismatches .*x_embedder\.proj\.weight: expected \(128, 48, 1, 2, 2\)"):
+    with pytest.raises(ValueError, match=r"shape mismatches .*x_embedder\.proj\.weight: expected \(128, 12, 1, 2, 2\)"):
         load_dit(sharded_dir, config="toy")
 
 

@@ -196,7 +196,7 @@ class ToyWorldDataModule(VideoLatentDataModule):
         self,
         root: str = "data/toy_world",
         toy: ToyWorldConfig = ToyWorldConfig(),
-        codec_factor: int = 4,
+        codec_factor: int = 2,
         text_dim: int = 64,
         **kwargs: Any,
     ):
@@ -204,7 +204,7 @@ class ToyWorldDataModule(VideoLatentDataModule):
         Args:
             root: where videos, manifest, ground truth and ``shards/`` are written.
             toy: the generator's settings (number and length of videos, size, fps, seed).
-            codec_factor: PixelCodec space-to-depth factor (4: 64x64 RGB -> 48 x 16 x 16 latents).
+            codec_factor: PixelCodec space-to-depth factor (2: 32x32 RGB -> 12 x 16 x 16 latents).
             text_dim: ToyTextEncoder width (the DiT's ``text_embed_dim`` and ``pooled_projection_dim``).
             kwargs: loader settings of :class:`VideoLatentDataModule` (``shard_dir`` is ``root/shards``).
         """

@@ -49,7 +49,7 @@ class ToyWorldConfig:
     """Longest video duration."""
     fps: int = 8
     """Frames per second."""
-    size: int = 64
+    size: int = 32
     """Frame height = width in pixels (multiple of 16)."""
     min_sprites: int = 2
     """Fewest sprites per video (>= 2: one leaves the frame, one hides behind the pillar)."""
@@ -132,21 +132,27 @@ def sample_video_spec(config: ToyWorldConfig, index: int) -> VideoSpec:
     def inside() -> tuple[float, float]:
         return float(rng.uniform(radius + 1, size - radius - 2)), float(rng.uniform(radius + 1, size - radius - 2))
 
-    def away_from_pillar() -> tuple[float, float]:
-        for _ in range(100):
+    def spot(avoid: list[tuple[float, float]] = ()) -> tuple[float, float]:
+        """A resting place clear of the pillar and at least a sprite apart from ``avoid``."""
+        x, y = inside()
+        for _ in range(200):
+            clear_of_pillar = occluder is None or x + radius < occluder[0] - 1 or x - radius > occluder[1]
+            if clear_of_pillar and all(abs(x - ax) + abs(y - ay) > 3 * radius for ax, ay in avoid):
+                break
             x, y = inside()
-            if occluder is None or x + radius < occluder[0] - 1 or x - radius > occluder[1]:
-                return x, y
-        return float(radius + 1), y
+        return x, y
 
     # Event windows scale with the video: out of view for >= 2 s in the middle, visible around it.
     gone = max(2.25, 0.3 * duration)
     t_leave = 0.2 * duration
     t_back = t_leave + gone
-    sprites = []
+    sprites, rests = [], []
     for k in range(count):
         role = "leaves" if k == 0 else "hides" if k == 1 and occluder else "wanders"
-        a, b = away_from_pillar(), away_from_pillar()
+        a = spot(rests)
+        rests.append(a)
+        b = spot(rests)
+        rests.append(b)
         if role == "leaves":
             side = float(rng.choice([-1, 1]))
             off = (size + 2 * radius + 2) if side > 0 else -(2 * radius + 2)
@@ -227,9 +233,12 @@ def render_video(spec: VideoSpec) -> tuple[np.ndarray, dict[str, Any]]:
     yy, xx = np.mgrid[0:s, 0:s]
     positions = [_path(sp.keyframes, times) for sp in spec.sprites]
     areas = []
-    for k, (sp, (px, py)) in enumerate(zip(spec.sprites, positions)):
+    for sp in spec.sprites:
         local = np.arange(-sp.radius - 1, sp.radius + 2)
         areas.append(int(_shape_mask(sp.shape, local[None, :], local[:, None], sp.radius).sum()))
+    # Wandering sprites first: the scripted ones (leave / hide and come back) are never covered by them.
+    for k in sorted(range(len(spec.sprites)), key=lambda k: spec.sprites[k].role != "wanders"):
+        sp, (px, py) = spec.sprites[k], positions[k]
         cx, cy = np.round(px).astype(int), np.round(py).astype(int)
         mask = _shape_mask(sp.shape, xx[None] - cx[:, None, None], yy[None] - cy[:, None, None], sp.radius)
         frames[mask] = COLOURS[sp.colour]
