@@ -15,15 +15,13 @@ from collections import Counter
 import torch
 from pathlib import Path
 
-import numpy as np
 from jsonargparse import ArgumentParser, set_parsing_settings
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.cli import LightningCLI
-from PIL import Image, UnidentifiedImageError
 
 from lvg import __version__
 from lvg.config import DIT_PRESETS, DiTConfig
-from lvg.data.video_io import read_video
+from lvg.data.video_io import load_image
 from lvg.models.dit import PackedDiT
 from lvg.sampling.pipeline import LongVideoPipeline, SamplingConfig
 from lvg.sampling.prompts import PromptSchedule
@@ -64,27 +62,6 @@ def info_main(argv: list[str]) -> None:
         print(json.dumps(model_info(cfg.model), indent=2))
     except ValueError as err:
         sys.exit(f"lvg info: {err}")
-
-
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm")
-
-
-def load_image(path: str, size: tuple[int, int] | None) -> torch.Tensor:
-    """An image file (or a video's first frame) as ``(1, 3, H, W)`` uint8, resized and centre-cropped to ``size``."""
-    if Path(path).suffix.lower() in VIDEO_SUFFIXES:
-        image = Image.fromarray(read_video(path)[0][0])
-    else:
-        try:
-            image = Image.open(path).convert("RGB")
-        except (FileNotFoundError, UnidentifiedImageError, OSError) as err:
-            raise ValueError(f"Start image {path} cannot be read ({err}); pass a PNG or JPEG file.") from err
-    if size is not None and image.size != (size[1], size[0]):
-        h, w = size
-        scale = max(w / image.width, h / image.height)
-        image = image.resize((max(w, round(image.width * scale)), max(h, round(image.height * scale))), Image.LANCZOS)
-        left, top = (image.width - w) // 2, (image.height - h) // 2
-        image = image.crop((left, top, left + w, top + h))
-    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).unsqueeze(0)
 
 
 class LvgTrainer(Trainer):

@@ -302,3 +302,31 @@ def test_sample_video_logger_lands_in_the_tensorboard_event_file(toy_root, tmp_p
     frames = Image.open(io.BytesIO(gif[0].encoded_image_string))
     assert frames.n_frames == 1 + 2 * WINDOW and frames.size == (32, 32)
     assert {"sample/drift", "sample/mean_section_0", "sample/mean_section_1"} <= set(events.Tags()["scalars"])
+
+
+def test_lvg_predict_writes_one_video_per_suite_job(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "--config", str(CONFIGS / "teacher_forcing.yaml"), "--trainer.max_steps=1", *CLI_TINY])
+    frames, _ = read_video(tmp_path / "data/toy_world/videos/toy_0001.mp4")
+    Image.fromarray(frames[0]).save(tmp_path / "start.png")
+    suite = tmp_path / "suite.jsonl"
+    suite.write_text(
+        json.dumps({"id": "short", "image": "start.png", "prompt": "a red circle", "sections": 1}) + "\n"
+        + json.dumps({"id": "long", "image": "data/toy_world/videos/toy_0002.mp4",
+                      "prompt": "[0s] a red circle [0.5s] a blue square", "seconds": 1.0}) + "\n"
+    )
+    predict = ["predict", "--config", str(CONFIGS / "teacher_forcing.yaml"), *CLI_TINY,
+               "--ckpt_path", "runs/teacher_forcing/checkpoints/last.ckpt",
+               f"--data.init_args.predict_suite={suite}", "--data.init_args.batch_size=2",
+               "--model.init_args.sampling.steps=2",
+               "--trainer.callbacks+=lvg.callbacks.VideoPredictionWriter",
+               "--trainer.callbacks.output_dir=predictions"]
+    main(predict)
+    short, fps = read_video(tmp_path / "predictions/short.mp4")
+    long, _ = read_video(tmp_path / "predictions/long.mp4")
+    assert fps == 8 and short.shape[0] == 1 + WINDOW and long.shape[0] == 1 + 3 * WINDOW  # 1 s at 8 fps -> 3 sections
+    assert np.array_equal(short[0], frames[0])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"id": "x", "image": "start.png", "prompt": "a"}) + "\n")
+    with pytest.raises(SystemExit, match=r"bad.jsonl:1: give exactly one of 'seconds' and 'sections'"):
+        main([*predict, f"--data.init_args.predict_suite={bad}"])

@@ -1,5 +1,6 @@
 """Lightning callbacks that plug in from YAML (``trainer.callbacks``)."""
 
+from lvg.callbacks.prediction_writer import VideoPredictionWriter
 from lvg.callbacks.video_logger import SampleVideoLogger
 
-__all__ = ["SampleVideoLogger"]
+__all__ = ["SampleVideoLogger", "VideoPredictionWriter"]

@@ -22,6 +22,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from lvg.data.prompt_suite import PromptSuiteDataset, collate_jobs, read_suite
 from lvg.data.shards import prepare_shards, read_index, read_shard
 from lvg.data.toy_world import ToyWorldConfig, generate_toy_world
 from lvg.models.encoders import Encoders, PixelCodec, ToyImageEncoder, ToyTextEncoder
@@ -115,6 +116,7 @@ class VideoLatentDataModule(L.LightningDataModule):
         val_videos: int = 0,
         min_latent_frames: int = 10,
         seed: int = 0,
+        predict_suite: str | None = None,
     ):
         """
         Args:
@@ -125,6 +127,7 @@ class VideoLatentDataModule(L.LightningDataModule):
             val_videos: videos held out for validation (the last ones by id).
             min_latent_frames: shorter videos are skipped (and reported); at least ``1 + window``.
             seed: shuffling seed.
+            predict_suite: JSONL of generation jobs for ``lvg predict`` (see :mod:`lvg.data.prompt_suite`).
         """
         super().__init__()
         if order not in ("random", "curriculum"):
@@ -134,10 +137,13 @@ class VideoLatentDataModule(L.LightningDataModule):
         self.shard_dir = Path(shard_dir)
         self.batch_size, self.num_workers, self.order = batch_size, num_workers, order
         self.val_videos, self.min_latent_frames, self.seed = val_videos, min_latent_frames, seed
+        self.predict_suite = predict_suite
         self._resume: Progress | None = None
         self.train_set = self.val_set = None
 
     def setup(self, stage: str | None = None) -> None:
+        if stage == "predict":
+            return
         index = read_index(self.shard_dir)
         videos = sorted(index["videos"], key=lambda v: v["id"])
         short = [v["id"] for v in videos if v["latent_frames"] < self.min_latent_frames]
@@ -172,6 +178,14 @@ class VideoLatentDataModule(L.LightningDataModule):
     def encoders(self) -> Encoders | None:
         """The encoders the shards were written with, for generation; None if unknown."""
         return None
+
+    def predict_dataloader(self) -> DataLoader:
+        """The jobs of ``predict_suite``, start images at the training frame size."""
+        if self.predict_suite is None:
+            raise ValueError("lvg predict needs --data.init_args.predict_suite=<jobs.jsonl> (one job per line).")
+        encoders = self.encoders()
+        dataset = PromptSuiteDataset(read_suite(self.predict_suite), encoders.frame_size if encoders else None)
+        return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=collate_jobs)
 
     def val_dataloader(self) -> DataLoader | list:
         return self._loader(self.val_set) if len(self.val_set) else []

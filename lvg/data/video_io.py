@@ -1,12 +1,16 @@
 """Reading and writing mp4 video with PyAV. Frames are ``(T, H, W, 3)`` uint8 RGB numpy arrays.
 
 Lossless writing uses ``libx264rgb`` at ``qp 0`` (RGB, no chroma subsampling): decoded pixels equal
-the written ones exactly, which the toy world's ground truth relies on. Files are written to a
-temporary name and renamed, so a crash never leaves a half-written video under the final name.
+the written ones exactly, which the toy world's ground truth relies on. Lossy writing uses
+``libx264`` yuv420p at ``crf 18``. Encoding is single-threaded and the mp4 carries no creation time,
+so identical frames give byte-identical files. Files are written to a temporary name and renamed,
+so a crash never leaves a half-written video under the final name.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import tempfile
 from fractions import Fraction
@@ -14,6 +18,8 @@ from pathlib import Path
 
 import av
 import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
 
 from lvg.io import publish
 
@@ -26,8 +32,8 @@ class VideoWriter:
     """
 
     def __init__(self, path: str | Path, fps: float, *, lossless: bool = True):
-        if fps <= 0:
-            raise ValueError(f"VideoWriter({path}): fps must be > 0, got {fps}.")
+        if not (isinstance(fps, numbers.Real) and math.isfinite(fps) and fps > 0):
+            raise ValueError(f"VideoWriter({path}): fps must be a finite number > 0, got {fps!r}.")
         self.path, self.fps, self.lossless = Path(path), fps, lossless
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.", suffix=".mp4")
@@ -42,11 +48,17 @@ class VideoWriter:
             got = f"{frames.dtype} {frames.shape}" if isinstance(frames, np.ndarray) else type(frames).__name__
             raise ValueError(f"VideoWriter({self.path}): frames must be a uint8 array (T, H, W, 3), got {got}.")
         if self._stream is None:
+            if not self.lossless and (frames.shape[1] % 2 or frames.shape[2] % 2):
+                raise ValueError(
+                    f"VideoWriter({self.path}): lossy yuv420p needs even height and width, got {frames.shape[1:3]}; "
+                    "crop or pad the frames, or write with lossless=True."
+                )
             rate = Fraction(self.fps).limit_denominator(1001)
             self._stream = self._container.add_stream("libx264rgb" if self.lossless else "libx264", rate=rate)
             self._stream.width, self._stream.height = frames.shape[2], frames.shape[1]
             self._stream.pix_fmt = "rgb24" if self.lossless else "yuv420p"
-            self._stream.options = {"qp": "0", "preset": "veryfast"} if self.lossless else {"crf": "18", "preset": "medium"}
+            lossless, lossy = {"qp": "0", "preset": "veryfast"}, {"crf": "18", "preset": "medium"}
+            self._stream.options = lossless if self.lossless else lossy
             self._stream.thread_count = 1  # one thread: byte-identical files for identical frames
         elif (frames.shape[2], frames.shape[1]) != (self._stream.width, self._stream.height):
             raise ValueError(f"VideoWriter({self.path}): frame size changed to {frames.shape[1:3]}.")
@@ -89,7 +101,7 @@ def read_video(path: str | Path) -> tuple[np.ndarray, float]:
     """All frames of a video as ``(T, H, W, 3)`` uint8 RGB, and its frame rate."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"Video {path} does not exist.")
+        raise ValueError(f"Video {path} {'is a directory' if path.is_dir() else 'does not exist'}.")
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -102,3 +114,24 @@ def read_video(path: str | Path) -> tuple[np.ndarray, float]:
     if not frames:
         raise ValueError(f"Video {path} decodes to no frames.")
     return np.stack(frames), fps
+
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm")
+
+
+def load_image(path: str, size: tuple[int, int] | None) -> torch.Tensor:
+    """An image file (or a video's first frame) as ``(1, 3, H, W)`` uint8, resized and centre-cropped to ``size``."""
+    if Path(path).suffix.lower() in VIDEO_SUFFIXES:
+        image = Image.fromarray(read_video(path)[0][0])
+    else:
+        try:
+            image = Image.open(path).convert("RGB")
+        except (FileNotFoundError, UnidentifiedImageError, OSError) as err:
+            raise ValueError(f"Start image {path} cannot be read ({err}); pass a PNG or JPEG file.") from err
+    if size is not None and image.size != (size[1], size[0]):
+        h, w = size
+        scale = max(w / image.width, h / image.height)
+        image = image.resize((max(w, round(image.width * scale)), max(h, round(image.height * scale))), Image.LANCZOS)
+        left, top = (image.width - w) // 2, (image.height - h) // 2
+        image = image.crop((left, top, left + w, top + h))
+    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).unsqueeze(0)

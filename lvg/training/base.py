@@ -34,10 +34,11 @@ from lvg.models.dit import PackedDiT
 from lvg.models.memory_pack import MemoryPackConfig, MemoryPackState
 from lvg.models.semantic_pack import SemanticPack, SemanticPackConfig
 from lvg.models.weights import check_state_dict, load_dit, load_state_dict
+from lvg.sampling.pipeline import LongVideoPipeline, SamplingConfig
 
 # Stage hyper-parameters (saved in every checkpoint) include these config dataclasses; allow them
 # in torch's weights-only unpickler so `--ckpt_path` resumes without unsafe loading.
-torch.serialization.add_safe_globals([MemoryPackConfig, SemanticPackConfig, flow.SigmaSampling])
+torch.serialization.add_safe_globals([MemoryPackConfig, SemanticPackConfig, flow.SigmaSampling, SamplingConfig])
 
 TRAINABLE_GROUPS: dict[str, tuple[str, ...]] = {
     "all": ("",),
@@ -70,6 +71,8 @@ class StageModule(L.LightningModule):
         max_sections: int | None = None,
         seed: int = 0,
         histogram_every_n_steps: int = 50,
+        sampling: SamplingConfig = SamplingConfig(),
+        fps: float = 8.0,
     ):
         """
         Args:
@@ -93,6 +96,8 @@ class StageModule(L.LightningModule):
             max_sections: train on at most this many sections per video (None: all).
             seed: seed of the per-step noise generator.
             histogram_every_n_steps: how often the sigma histogram goes to TensorBoard.
+            sampling: sampler settings of ``lvg predict`` (batch generation of a prompt suite).
+            fps: frame rate that turns a job's ``seconds`` into sections in ``lvg predict``.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -101,7 +106,7 @@ class StageModule(L.LightningModule):
         self.dit = load_dit(pretrained, config=config) if pretrained else PackedDiT(config)
         self.dit.gradient_checkpointing = gradient_checkpointing
         self.semantic_pack = SemanticPack(semantic_pack, config) if semantic_pack.enabled else None
-        self.memory_pack_config, self.sigma_sampling = memory_pack, sigma
+        self.memory_pack_config, self.sigma_sampling, self.sampling_config = memory_pack, sigma, sampling
         if init_from:
             self._load_weights(init_from)
         self._set_trainable(trainable)
@@ -264,4 +269,19 @@ class StageModule(L.LightningModule):
         loss = torch.stack(losses).mean()
         self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["id"]))
         return loss
+
+    @torch.no_grad()
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Generate the videos of a batch of prompt-suite jobs (see ``VideoPredictionWriter``)."""
+        encoders = getattr(self.trainer.datamodule, "encoders", lambda: None)()
+        if encoders is None:
+            raise ValueError("lvg predict: the datamodule does not name its encoders (codec, text, image).")
+        pipeline = LongVideoPipeline(self.dit, self.memory_pack_config, encoders, self.semantic_pack,
+                                     self.sampling_config)
+        lengths = [n if n is not None else pipeline.sections_for(s, self.hparams.fps)
+                   for n, s in zip(batch["sections"], batch["seconds"])]
+        videos = pipeline(batch["image"], batch["prompt"], num_sections=max(lengths), fps=self.hparams.fps,
+                          seed=self.hparams.seed + batch_idx, progress=False)
+        frames = [1 + n * pipeline.frames_per_section() for n in lengths]  # a batch runs to its longest job
+        return {"id": batch["id"], "videos": [v[:f] for v, f in zip(videos, frames)], "fps": self.hparams.fps}
 

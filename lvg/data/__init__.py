@@ -1,0 +1,1 @@
+"""Data: video io, manifests, latent shards, datamodules and the embedded toy-world generator."""
