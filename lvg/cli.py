@@ -81,6 +81,7 @@ class LvgTrainer(Trainer):
         sampling: SamplingConfig = SamplingConfig(),
         ckpt_path: str | None = None,
         overwrite: bool = False,
+        end_image: str | None = None,
         datamodule: LightningDataModule | None = None,
     ) -> list[Path]:
         """Generate a long video section by section from a start image and a prompt (or schedule).
@@ -99,6 +100,8 @@ class LvgTrainer(Trainer):
             sampling: sampler, steps, shift, distilled guidance, real CFG.
             ckpt_path: weights to generate with (a stage checkpoint or ``.safetensors`` export).
             overwrite: replace an existing output (otherwise refused).
+            end_image: optional last frame to steer towards (experimental: only models trained with
+                end frames use it well).
             datamodule: provides the encoders the model was trained with.
         """
         if (prompt is None) == (prompt_file is None):
@@ -118,8 +121,10 @@ class LvgTrainer(Trainer):
         model.to(self.strategy.root_device).eval()
         pipeline = LongVideoPipeline(model.dit, model.memory_pack_config, encoders, model.semantic_pack, sampling)
         num_sections = sections if sections is not None else pipeline.sections_for(seconds, fps)
+        end = load_image(end_image, encoders.frame_size) if end_image is not None else None
         paths = pipeline(load_image(image, encoders.frame_size), [schedule], num_sections=num_sections, fps=fps,
-                         seed=seed, output=output, overwrite=overwrite, progress=self.progress_bar_callback is not None)
+                         seed=seed, output=output, overwrite=overwrite, progress=self.progress_bar_callback is not None,
+                         end_images=end)
         for path in paths:
             print(f"wrote {path} ({num_sections} sections, {num_sections * pipeline.frames_per_section() / fps:.1f} s)")
         return paths

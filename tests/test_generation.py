@@ -150,3 +150,34 @@ def test_bad_inputs(pipe):
         pipe(images(2), ["a"], num_sections=1, fps=FPS, progress=False)
     with pytest.raises(ValueError, match="SamplingConfig.steps"):
         SamplingConfig(steps=0)
+
+
+@pytest.mark.parametrize("mode, first", [("relative", 20), ("absolute", 1)])
+def test_end_frame_joins_the_clean_latents_at_the_final_frame(mode, first):
+    from lvg.models.memory_pack import MemoryPackState
+
+    g = torch.Generator().manual_seed(0)
+    start, end = torch.randn(1, 48, 1, 8, 8, generator=g), torch.randn(1, 48, 1, 8, 8, generator=g)
+    state = MemoryPackState(MemoryPackConfig(window=WINDOW, rope_time_mode=mode), start,
+                            text=torch.randn(1, 3, 64), text_mask=torch.ones(1, 3), pooled=torch.randn(1, 64))
+    state.set_end(end, total_sections=5)
+    for n in range(3):
+        ctx = state.context()
+        assert torch.equal(ctx["latents_clean"][:, :, -1:], end)
+        window_start = first + (n * WINDOW if mode == "absolute" else 0)
+        assert ctx["indices_latents"][0, 0] == window_start
+        assert ctx["indices_latents_clean"][0, -1] == window_start + (5 - n) * WINDOW - 1  # the video's last frame
+        state.update(torch.randn(1, 48, WINDOW, 8, 8, generator=g))
+    if mode == "absolute":
+        assert state.context()["indices_latents_clean"][0, -1] == 5 * WINDOW
+    with pytest.raises(ValueError, match="end latent must be"):
+        state.set_end(torch.zeros(1, 48, 2, 8, 8), 5)
+
+
+def test_generation_with_an_end_frame_changes_the_video_and_resumes(pipe, tmp_path):
+    plain = pipe(images(), ["a red circle"], num_sections=2, fps=FPS, seed=1, progress=False)
+    steered = pipe(images(), ["a red circle"], num_sections=2, fps=FPS, seed=1, progress=False, end_images=images(seed=9))
+    assert torch.equal(plain[:, 0], steered[:, 0]) and not torch.equal(plain, steered)
+    out = pipe(images(), ["a red circle"], num_sections=2, fps=FPS, seed=1, progress=False, end_images=images(seed=9),
+               output=tmp_path / "end.mp4")[0]
+    assert np.array_equal(read_video(out)[0], steered[0].numpy())

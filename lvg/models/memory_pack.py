@@ -87,6 +87,7 @@ class MemoryPackState:
         need = sum(config.history_sizes)
         self.recent = torch.cat([start.new_zeros(*start.shape[:2], need - 1, *start.shape[3:]), start], dim=2)
         self.set_prompt(text, text_mask, pooled, image)
+        self.end, self.total_sections = None, None
         self.psi = self.psi_mask = self.reference = None
         self._updates_since_detach = 0
         if self.semantic_pack is not None:
@@ -97,10 +98,27 @@ class MemoryPackState:
         """Change the text (and image) conditioning from the next section on; psi is kept."""
         self.text, self.text_mask, self.pooled, self.image = text, text_mask, pooled, image
 
+    def set_end(self, end: Tensor, total_sections: int) -> None:
+        """Condition every section on an end latent ``(B, C, 1, H, W)``: the video's last frame.
+
+        It joins the 1x clean latents at the position of the final frame of a ``total_sections``
+        video, ``window_start + (total_sections - n) * window - 1`` (in either RoPE mode). Models
+        must be trained with it to use it well; FramePack-F1 never saw an end frame.
+        """
+        if end.shape != self.start.shape:
+            raise ValueError(f"MemoryPackState.set_end: end latent must be {tuple(self.start.shape)}, got {tuple(end.shape)}.")
+        if total_sections < 1:
+            raise ValueError(f"MemoryPackState.set_end: total_sections must be >= 1, got {total_sections}.")
+        self.end, self.total_sections = end, total_sections
+
     def context(self) -> dict[str, Tensor]:
         """Keyword arguments for :meth:`PackedDiT.forward` except ``hidden_states``, ``timestep``, ``guidance``."""
         cfg = self.config
         packed = pack_history(self.recent, self.start, cfg.window, self.section, cfg.rope_time_mode, cfg.history_sizes)
+        if self.end is not None:
+            final = packed.indices_latents[:, :1] + (self.total_sections - self.section) * cfg.window - 1
+            packed.latents_clean = torch.cat([packed.latents_clean, self.end.to(packed.latents_clean.dtype)], dim=2)
+            packed.indices_latents_clean = torch.cat([packed.indices_latents_clean, final], dim=1)
         kwargs = dict(
             encoder_hidden_states=self.text,
             encoder_attention_mask=self.text_mask,
@@ -151,9 +169,10 @@ class MemoryPackState:
             "history_sizes": list(cfg.history_sizes),
             "rope_time_mode": cfg.rope_time_mode,
             "semantic_pack": None if sp is None else {"fusion": sp.cfg.fusion, "dim": sp.cfg.dim, "psi0": sp.cfg.psi0},
+            "total_sections": self.total_sections,
         }
 
-    _TENSORS = ("start", "recent", "text", "text_mask", "pooled", "image", "psi", "psi_mask", "reference")
+    _TENSORS = ("start", "recent", "text", "text_mask", "pooled", "image", "psi", "psi_mask", "reference", "end")
 
     def state_dict(self) -> dict[str, Any]:
         """Detached tensors + counters; ``torch.save``-able. psi gradients are not part of the state."""

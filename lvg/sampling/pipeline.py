@@ -180,12 +180,15 @@ class LongVideoPipeline:
         output: str | Path | None = None,
         overwrite: bool = False,
         progress: bool = True,
+        end_images: Tensor | None = None,
     ) -> list[Path] | Tensor:
         """Generate one video per start image ``(B, 3, H, W)`` uint8 and prompt (or prompt schedule).
 
         Without ``output`` the decoded videos ``(B, T, H, W, 3)`` uint8 are returned. With it, video i
         is streamed to ``output`` (B = 1) or ``<stem>_<i>.mp4`` and the paths are returned; finished
         sections are kept under ``<output>.parts/`` so a killed run resumes where it stopped.
+        ``end_images`` ``(B, 3, H, W)`` optionally condition every section on the video's last frame
+        (see :meth:`MemoryPackState.set_end`; only models trained with end frames use it well).
         """
         schedules = [p if isinstance(p, PromptSchedule) else PromptSchedule.parse(p) for p in prompts]
         if images.ndim != 4 or images.dtype != torch.uint8 or images.shape[0] != len(schedules):
@@ -194,12 +197,18 @@ class LongVideoPipeline:
                 f"got {images.dtype} {tuple(images.shape)}."
             )
         state = self.start_state(images, [s.at(0.0) for s in schedules])
+        if end_images is not None:
+            if end_images.shape != images.shape or end_images.dtype != torch.uint8:
+                raise ValueError(f"end_images must match images {tuple(images.shape)} uint8, got {tuple(end_images.shape)}.")
+            state.set_end(self.encoders.codec.encode(end_images.unsqueeze(1)).to(state.start), num_sections)
         if output is None:
             videos = [self._decode(state.start)]
             for _, latents in self._progress(self.sections(state, schedules, num_sections, seed, fps), num_sections, 0, progress):
                 videos.append(self._decode(latents))
             return torch.from_numpy(np.concatenate(videos, axis=1))
-        return self._generate_to_files(images, schedules, state, num_sections, fps, seed, Path(output), overwrite, progress)
+        conditions = images if end_images is None else torch.cat([images, end_images])
+        run = self._fingerprint(conditions, schedules, num_sections, fps, seed)
+        return self._generate_to_files(run, state, schedules, num_sections, fps, seed, Path(output), overwrite, progress)
 
     def _decode(self, latents: Tensor) -> np.ndarray:
         """``(B, C, F, h, w)`` -> ``(B, T, H, W, 3)`` uint8."""
@@ -209,6 +218,7 @@ class LongVideoPipeline:
         return tqdm(it, total=total, initial=done, unit="section", disable=not enabled, desc="generating")
 
     def _fingerprint(self, images: Tensor, schedules, num_sections, fps, seed) -> dict:
+        """Everything that determines the video; a partial run resumes only under the same fingerprint."""
         return {
             "images_sha256": hashlib.sha256(images.cpu().numpy().tobytes()).hexdigest(),
             "prompts": [list(map(list, s.entries)) for s in schedules],
@@ -225,11 +235,11 @@ class LongVideoPipeline:
                 h.update(p.detach().flatten()[:64].float().cpu().numpy().tobytes())
         return h.hexdigest()
 
-    def _generate_to_files(self, images, schedules, state, num_sections, fps, seed, output, overwrite, progress):
+    def _generate_to_files(self, run, state, schedules, num_sections, fps, seed, output, overwrite, progress):
         b = len(schedules)
         paths = [output] if b == 1 else [output.with_name(f"{output.stem}_{i}{output.suffix}") for i in range(b)]
         parts = output.with_name(output.name + ".parts")
-        run = json.loads(json.dumps(self._fingerprint(images, schedules, num_sections, fps, seed)))  # as stored
+        run = json.loads(json.dumps(run))  # compare as stored
         if overwrite:
             shutil.rmtree(parts, ignore_errors=True)
         elif any(p.exists() for p in paths):
