@@ -181,3 +181,12 @@ def test_generation_with_an_end_frame_changes_the_video_and_resumes(pipe, tmp_pa
     out = pipe(images(), ["a red circle"], num_sections=2, fps=FPS, seed=1, progress=False, end_images=images(seed=9),
                output=tmp_path / "end.mp4")[0]
     assert np.array_equal(read_video(out)[0], steered[0].numpy())
+
+
+def test_bf16_model_generates_close_to_fp32():
+    pipe = make_pipeline()
+    reference = pipe(images(), ["a red circle"], num_sections=2, fps=FPS, progress=False)
+    pipe.dit.to(torch.bfloat16)
+    pipe.semantic_pack.to(torch.bfloat16)
+    video = pipe(images(), ["a red circle"], num_sections=2, fps=FPS, progress=False)
+    assert (video.float() - reference.float()).abs().mean() < 1.0  # grey levels, out of 255

@@ -141,7 +141,8 @@ class MemoryPackState:
                 f"({expected[0]}, {expected[1]}, T, {expected[2]}, {expected[3]}), got {tuple(section_latents.shape)}."
             )
         need = sum(self.config.history_sizes)
-        self.recent = torch.cat([self.recent, section_latents.detach().to(self.recent.dtype)], dim=2)[:, :, -need:]
+        section_latents = section_latents.to(self.start.dtype)  # samplers integrate in fp32; the model may not
+        self.recent = torch.cat([self.recent, section_latents.detach()], dim=2)[:, :, -need:]
         if self.semantic_pack is not None:
             if self._updates_since_detach >= self.config.psi_bptt:
                 self.psi = self.psi.detach()

@@ -125,18 +125,21 @@ class LongVideoPipeline:
                         "pooled_projections": neg["pooled"]}
         guidance = torch.full((b,), flow.TIMESTEP_SCALE * cfg.guidance, device=noise.device)
 
+        dtype = next(self.dit.parameters()).dtype
+
         def velocity(x: Tensor, sigma: Tensor) -> Tensor:
+            # The sampler integrates in float32; only the model runs in its own dtype (bf16 on GPU).
             timestep = flow.timestep_from_sigma(sigma.float().expand(b).to(x.device))
-            v = self.dit(hidden_states=x, timestep=timestep, guidance=guidance, **context).float()
+            v = self.dit(hidden_states=x.to(dtype), timestep=timestep, guidance=guidance, **context).float()
             if negative is None:
-                return v.to(x.dtype)
-            v_neg = self.dit(hidden_states=x, timestep=timestep, guidance=guidance, **negative).float()
-            return cfg_velocity(v, v_neg, cfg.cfg_scale, cfg.cfg_rescale).to(x.dtype)
+                return v
+            v_neg = self.dit(hidden_states=x.to(dtype), timestep=timestep, guidance=guidance, **negative).float()
+            return cfg_velocity(v, v_neg, cfg.cfg_scale, cfg.cfg_rescale)
 
         c = self.dit.config
         tokens = noise.shape[2] // c.patch_size_t * (noise.shape[3] // c.patch_size) * (noise.shape[4] // c.patch_size)
         shift = flow.shift_for_seq_len(tokens) if cfg.shift == "auto" else float(cfg.shift)
-        return sample(velocity, noise, cfg.steps, shift=shift, sampler=cfg.sampler)
+        return sample(velocity, noise.float(), cfg.steps, shift=shift, sampler=cfg.sampler)
 
     def section_noise(self, state: MemoryPackState, seed: int, section: int) -> Tensor:
         """Noise of one section; video i of a batch uses a CPU generator seeded by (seed + i, section),
@@ -147,7 +150,7 @@ class LongVideoPipeline:
                         generator=torch.Generator().manual_seed(((seed + i) * 1_000_003 + section) % 2**63))
             for i in range(b)
         ]
-        return torch.stack(noise).to(state.start.device, state.start.dtype)
+        return torch.stack(noise).to(state.start.device)
 
     @torch.no_grad()
     def sections(
