@@ -7,13 +7,13 @@ schedule), and the length as ``seconds`` or ``sections``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
+from lvg.data.manifest import read_jsonl
 from lvg.data.video_io import load_image
 from lvg.sampling.prompts import PromptSchedule
 
@@ -21,17 +21,8 @@ from lvg.sampling.prompts import PromptSchedule
 def read_suite(path: str | Path) -> list[dict[str, Any]]:
     """Parse and validate a suite; errors name the file, line and field."""
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"Prompt suite {path} does not exist.")
     jobs, seen = [], set()
-    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{line_no}"
-        try:
-            job = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{where}: not valid JSON ({err}).") from err
+    for where, job in read_jsonl(path, "Prompt suite"):
         for field in ("id", "image", "prompt"):
             if field not in job:
                 raise ValueError(f"{where}: missing required field '{field}'.")
