@@ -26,7 +26,7 @@ from lvg.models.dit import PackedDiT
 from lvg.models.encoders import Encoders, PixelCodec, ToyImageEncoder, ToyTextEncoder
 from lvg.models.memory_pack import MemoryPackConfig
 from lvg.models.semantic_pack import SemanticPack, SemanticPackConfig
-from lvg.sampling.pipeline import LongVideoPipeline, SamplingConfig
+from lvg.sampling.pipeline import LongVideoPipeline, SamplingConfig, SectionDecoder
 from lvg.sampling.prompts import PromptSchedule
 
 
@@ -52,11 +52,12 @@ def main() -> None:
     schedule = PromptSchedule.parse("[0s] a red circle and a blue square [30s] the square hides behind the pillar")
     state = pipe.start_state(image, [schedule.at(0)])
     times, rss = [], {}
+    decoder = SectionDecoder(encoders.codec, 9)
     with tempfile.TemporaryDirectory() as tmp, VideoWriter(Path(tmp) / "bench.mp4", 8.0) as writer:
+        writer.write(decoder.start(state.start)[0])
         start = time.perf_counter()
         for n, latents in pipe.sections(state, [schedule], args.sections, seed=0, fps=8.0):
-            for frames in pipe._decode(latents):
-                writer.write(frames)
+            writer.write(decoder.add(latents)[0])
             now = time.perf_counter()
             times.append(now - start)
             start = now

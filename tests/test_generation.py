@@ -190,3 +190,72 @@ def test_bf16_model_generates_close_to_fp32():
     pipe.semantic_pack.to(torch.bfloat16)
     video = pipe(images(), ["a red circle"], num_sections=2, fps=FPS, progress=False)
     assert (video.float() - reference.float()).abs().mean() < 1.0  # grey levels, out of 255
+
+
+class TemporalCodec:
+    """Stand-in for a causal temporal VAE (4x in time, 4N-3 frames): latent 0 -> frame 0, every later
+    latent -> 4 frames interpolated from its predecessor; a decoded chunk darkens towards its start
+    (like a VAE's border effects), so overlapping decodes differ and blending matters."""
+
+    latent_channels, spatial_factor, temporal_factor = 12, 2, 4
+
+    def __init__(self):
+        self.frames = PixelCodec(2)
+
+    def num_latent_frames(self, pixel_frames):
+        return (pixel_frames + 3) // 4
+
+    def num_pixel_frames(self, latent_frames):
+        return 4 * latent_frames - 3
+
+    def encode(self, video):
+        return self.frames.encode(video[:, ::4])
+
+    def decode(self, latents):
+        key = self.frames.decode(latents).float()  # (B, F, 3, H, W)
+        out = [key[:, :1]]
+        for i in range(1, key.shape[1]):
+            t = torch.arange(1, 5, dtype=torch.float32).view(1, 4, 1, 1, 1) / 4
+            out.append(key[:, i - 1 : i] * (1 - t) + key[:, i : i + 1] * t)
+        frames = torch.cat(out, dim=1)
+        ramp = torch.linspace(0.8, 1.0, frames.shape[1]).view(1, -1, 1, 1, 1)
+        return (frames * ramp).round().clamp(0, 255).to(torch.uint8)
+
+
+def soft_append(history, current, overlap):
+    """FramePack-F1's cross-fade of a new decode onto the pixel history, (T, H, W, 3) uint8."""
+    w = np.linspace(1.0, 0.0, overlap)[:, None, None, None]
+    blended = np.round(history[-overlap:] * w + current[:overlap] * (1 - w)).astype(np.uint8)
+    return np.concatenate([history[:-overlap], blended, current[overlap:]])
+
+
+def test_temporal_codec_sections_are_blended_like_framepack_and_streamed(tmp_path):
+    torch.manual_seed(0)
+    cfg = DiTConfig.from_name("debug", in_channels=12, out_channels=12, text_embed_dim=64, pooled_projection_dim=64,
+                              image_proj_dim=48)
+    dit = PackedDiT(cfg).eval()
+    for p in dit.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    codec = TemporalCodec()
+    pipe = LongVideoPipeline(dit, MemoryPackConfig(window=WINDOW), Encoders(codec, ToyTextEncoder(64), ToyImageEncoder()),
+                             sampling=SamplingConfig(steps=2))
+    sections = 4
+    video = pipe(images(), ["a red circle"], num_sections=sections, fps=FPS, progress=False)[0].numpy()
+    path = pipe(images(), ["a red circle"], num_sections=sections, fps=FPS, progress=False, output=tmp_path / "t.mp4")[0]
+    assert np.array_equal(read_video(path)[0], video)
+    assert video.shape[0] == codec.num_pixel_frames(1 + sections * WINDOW)  # 4N - 3 frames for N latents
+
+    # FramePack-F1's loop over the same section latents: decode [previous, current], soft-append.
+    parts = tmp_path / "t.mp4.parts"
+    from safetensors.torch import load_file
+
+    latents = [load_file(str(parts / f"section_{n:05d}.safetensors"))["latents"] for n in range(sections)]
+    start = codec.encode(images().unsqueeze(1))
+    decode = lambda x: codec.decode(x)[0].permute(0, 2, 3, 1).numpy()  # noqa: E731
+    history = decode(torch.cat([start, latents[0]], dim=2))
+    for n in range(1, sections):
+        history = soft_append(history, decode(torch.cat([latents[n - 1], latents[n]], dim=2)),
+                              codec.num_pixel_frames(WINDOW))
+    assert np.array_equal(video, history)
+    plain = np.concatenate([decode(torch.cat([start, latents[0]], dim=2))] + [decode(x)[1:] for x in latents[1:]])
+    assert plain.shape != history.shape or not np.array_equal(plain, history)  # the blending did something

@@ -31,7 +31,7 @@ from lvg import flow
 from lvg.data.video_io import VideoWriter
 from lvg.io import atomic_path, atomic_write_text
 from lvg.models.dit import PackedDiT
-from lvg.models.encoders import Encoders
+from lvg.models.encoders import Encoders, VideoCodec
 from lvg.models.memory_pack import MemoryPackConfig, MemoryPackState
 from lvg.models.semantic_pack import SemanticPack
 from lvg.sampling.prompts import PromptSchedule
@@ -62,6 +62,52 @@ class SamplingConfig:
             raise ValueError(f"SamplingConfig.steps must be >= 1, got {self.steps}.")
         if self.sampler not in ("unipc", "euler"):
             raise ValueError(f"SamplingConfig.sampler must be 'unipc' or 'euler', got {self.sampler!r}.")
+
+
+class SectionDecoder:
+    """Decodes sections in order into pixel frames, streaming, with FramePack's overlap blending.
+
+    A codec without temporal compression decodes each section on its own. A temporal VAE
+    (``temporal_factor > 1``, e.g. HunyuanVideo's 4x) decodes every section together with the
+    previous one for context, and the ``num_pixel_frames(window)`` frames both decodes cover are
+    cross-faded linearly (FramePack's ``soft_append``). The last overlap frames are held back until
+    the next section (or :meth:`finish`), so memory stays at two sections however long the video.
+    Frames are ``(B, T, H, W, 3)`` uint8 numpy arrays.
+    """
+
+    def __init__(self, codec: VideoCodec, window: int):
+        self.codec = codec
+        self.overlap = codec.num_pixel_frames(window) if codec.temporal_factor > 1 else 0
+        self.previous: Tensor | None = None  # latents of the last section (or the start latent)
+        self.pending: np.ndarray | None = None  # decoded frames still to be blended
+
+    def _decode(self, latents: Tensor) -> np.ndarray:
+        return self.codec.decode(latents.float().cpu()).permute(0, 1, 3, 4, 2).numpy()
+
+    def start(self, start: Tensor) -> np.ndarray:
+        """Frames of the start latent (held back with a temporal codec: it is decoded with section 0)."""
+        self.previous = start
+        return np.zeros((start.shape[0], 0, 0, 0, 3), np.uint8) if self.overlap else self._decode(start)
+
+    def add(self, latents: Tensor) -> np.ndarray:
+        """Frames that are final once section ``latents`` ``(B, C, W, h, w)`` is known."""
+        previous, self.previous = self.previous, latents
+        if not self.overlap:
+            return self._decode(latents)
+        frames = self._decode(torch.cat([previous.to(latents), latents], dim=2))
+        if self.pending is None:  # section 0, decoded with the start latent
+            done, self.pending = frames[:, : -self.overlap], frames[:, -self.overlap :]
+            return done
+        w = np.linspace(1.0, 0.0, self.overlap)[None, :, None, None, None]
+        blended = np.round(self.pending * w + frames[:, : self.overlap] * (1 - w)).astype(np.uint8)
+        done = np.concatenate([blended, frames[:, self.overlap : -self.overlap]], axis=1)
+        self.pending = frames[:, -self.overlap :]
+        return done
+
+    def finish(self) -> np.ndarray:
+        """The frames still held back."""
+        pending, self.pending = self.pending, None
+        return pending if pending is not None else np.zeros((0,), np.uint8)
 
 
 class LongVideoPipeline:
@@ -205,17 +251,15 @@ class LongVideoPipeline:
                 raise ValueError(f"end_images must match images {tuple(images.shape)} uint8, got {tuple(end_images.shape)}.")
             state.set_end(self.encoders.codec.encode(end_images.unsqueeze(1)).to(state.start), num_sections)
         if output is None:
-            videos = [self._decode(state.start)]
+            decoder = SectionDecoder(self.encoders.codec, self.memory_pack.window)
+            videos = [decoder.start(state.start)]
             for _, latents in self._progress(self.sections(state, schedules, num_sections, seed, fps), num_sections, 0, progress):
-                videos.append(self._decode(latents))
-            return torch.from_numpy(np.concatenate(videos, axis=1))
+                videos.append(decoder.add(latents))
+            videos.append(decoder.finish())
+            return torch.from_numpy(np.concatenate([v for v in videos if v.size], axis=1))
         conditions = images if end_images is None else torch.cat([images, end_images])
         run = self._fingerprint(conditions, schedules, num_sections, fps, seed)
         return self._generate_to_files(run, state, schedules, num_sections, fps, seed, Path(output), overwrite, progress)
-
-    def _decode(self, latents: Tensor) -> np.ndarray:
-        """``(B, C, F, h, w)`` -> ``(B, T, H, W, 3)`` uint8."""
-        return self.encoders.codec.decode(latents.float().cpu()).permute(0, 1, 3, 4, 2).numpy()
 
     def _progress(self, it, total: int, done: int, enabled: bool):
         return tqdm(it, total=total, initial=done, unit="section", disable=not enabled, desc="generating")
@@ -259,18 +303,19 @@ class LongVideoPipeline:
             parts.mkdir(parents=True, exist_ok=True)
             atomic_write_text(parts / "run.json", json.dumps(run, indent=1))
         writers = [VideoWriter(p, fps) for p in paths]
+        decoder = SectionDecoder(self.encoders.codec, self.memory_pack.window)
         try:
-            for i, frames in enumerate(self._decode(state.start)):
-                writers[i].write(frames)
+            self._write(writers, decoder.start(state.start))
             for n in range(state.section):  # resumed: re-stream what is already done
-                self._write(writers, load_file(str(parts / f"section_{n:05d}.safetensors"))["latents"])
+                self._write(writers, decoder.add(load_file(str(parts / f"section_{n:05d}.safetensors"))["latents"]))
             it = self.sections(state, schedules, num_sections, seed, fps)
             for n, latents in self._progress(it, num_sections, state.section, progress):
                 with atomic_path(parts / f"section_{n:05d}.safetensors") as tmp:
                     save_file({"latents": latents.cpu().contiguous()}, str(tmp))
                 with atomic_path(parts / "state.pt") as tmp:
                     torch.save(state.state_dict(), tmp)
-                self._write(writers, latents)
+                self._write(writers, decoder.add(latents))
+            self._write(writers, decoder.finish())
         except BaseException:
             for w in writers:
                 w.abort()
@@ -279,7 +324,8 @@ class LongVideoPipeline:
             w.close()
         return paths
 
-    def _write(self, writers: list[VideoWriter], latents: Tensor) -> None:
-        for writer, frames in zip(writers, self._decode(latents)):
-            writer.write(frames)
+    def _write(self, writers: list[VideoWriter], frames: np.ndarray) -> None:
+        if frames.size:
+            for writer, video in zip(writers, frames):
+                writer.write(video)
 
