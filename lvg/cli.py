@@ -117,7 +117,7 @@ class LvgTrainer(Trainer):
         if encoders is None:
             raise ValueError("generate: the datamodule in the config does not name its encoders (codec, text, image).")
         if ckpt_path is not None:
-            model._load_weights(ckpt_path)
+            model.load_weights(ckpt_path, argument="ckpt_path")
         model.to(self.strategy.root_device).eval()
         pipeline = LongVideoPipeline(model.dit, model.memory_pack_config, encoders, model.semantic_pack, sampling)
         num_sections = sections if sections is not None else pipeline.sections_for(seconds, fps)

@@ -108,21 +108,23 @@ class StageModule(L.LightningModule):
         self.semantic_pack = SemanticPack(semantic_pack, config) if semantic_pack.enabled else None
         self.memory_pack_config, self.sigma_sampling, self.sampling_config = memory_pack, sigma, sampling
         if init_from:
-            self._load_weights(init_from)
+            self.load_weights(init_from)
         self._set_trainable(trainable)
 
     # --- setup -----------------------------------------------------------------------------------
 
-    def _load_weights(self, path: str) -> None:
+    def load_weights(self, path: str, argument: str = "init_from") -> None:
+        """Weights only (no optimizer or loop state) from a stage checkpoint or a ``.safetensors`` export;
+        strict, with every mismatching tensor named. ``argument`` names the option in errors."""
         file = Path(path)
         if not file.is_file():
-            raise ValueError(f"init_from: {path} does not exist; pass a stage checkpoint (.ckpt) or .safetensors file.")
+            raise ValueError(f"{argument}: {path} does not exist; pass a stage checkpoint (.ckpt) or .safetensors file.")
         if file.suffix == ".safetensors":
             state = load_state_dict([file])
         else:
             state = torch.load(file, map_location="cpu", weights_only=True).get("state_dict", {})
         check_state_dict(
-            self.state_dict(), state, f"init_from {path}", f"{type(self).__name__}({self.hparams.dit})",
+            self.state_dict(), state, f"{argument} {path}", f"{type(self).__name__}({self.hparams.dit})",
             hint="Was it trained with the same dit / dit_overrides / semantic_pack settings?",
         )
         self.load_state_dict(state)
