@@ -85,7 +85,7 @@ class Encoders:
     """(height, width) of the frames the model was trained on; start images are resized to it."""
 
 
-def _check_video(video: Tensor, factor: int) -> None:
+def check_video(video: Tensor, factor: int) -> None:
     if video.dtype != torch.uint8 or video.ndim != 5 or video.shape[2] != 3:
         raise ValueError(f"expected a uint8 video (B, T, 3, H, W), got {video.dtype} {tuple(video.shape)}.")
     if video.shape[-1] % factor or video.shape[-2] % factor:
@@ -105,7 +105,7 @@ class PixelCodec(nn.Module):
         self.latent_channels = 3 * factor * factor
 
     def encode(self, video: Tensor) -> Tensor:
-        _check_video(video, self.spatial_factor)
+        check_video(video, self.spatial_factor)
         b, t = video.shape[:2]
         x = video.flatten(0, 1).float() / 127.5 - 1.0  # (B*T, 3, H, W) in [-1, 1]
         x = F.pixel_unshuffle(x, self.spatial_factor)  # (B*T, C, h, w)

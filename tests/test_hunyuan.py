@@ -1,0 +1,96 @@
+"""Full-size encoder adapters, on tiny random instances of the same diffusers/transformers classes."""
+
+import pytest
+import torch
+
+diffusers = pytest.importorskip("diffusers")
+transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
+
+from lvg.config import DiTConfig  # noqa: E402
+from lvg.models.dit import PackedDiT  # noqa: E402
+from lvg.models.encoders import Encoders, ImageEncoder, TextEncoder, VideoCodec  # noqa: E402
+from lvg.models.hunyuan import HunyuanTextEncoder, HunyuanVideoVAE, SiglipImageEncoder  # noqa: E402
+from lvg.models.memory_pack import MemoryPackConfig  # noqa: E402
+from lvg.sampling.pipeline import LongVideoPipeline, SamplingConfig  # noqa: E402
+
+TEMPLATE = {"template": "system describe the video {} end", "crop_start": 4}
+WORDS = ["system", "describe", "the", "video", "end", "a", "red", "circle", "moves", "blue", "square", "slowly"]
+
+
+def word_tokenizer():
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", *WORDS])}
+    model = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
+    model.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=model, pad_token="[PAD]", unk_token="[UNK]")
+
+
+@pytest.fixture(scope="module")
+def encoders():
+    torch.manual_seed(0)
+    vae = diffusers.AutoencoderKLHunyuanVideo(
+        in_channels=3, out_channels=3, latent_channels=4,
+        down_block_types=("HunyuanVideoDownBlock3D",) * 4, up_block_types=("HunyuanVideoUpBlock3D",) * 4,
+        block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=4, spatial_compression_ratio=8,
+        temporal_compression_ratio=4, mid_block_add_attention=True,
+    )
+    vocab = len(WORDS) + 2
+    llama = transformers.LlamaModel(transformers.LlamaConfig(
+        vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=3, num_attention_heads=2,
+        num_key_value_heads=2))
+    clip = transformers.CLIPTextModel(transformers.CLIPTextConfig(
+        vocab_size=vocab, hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
+        max_position_embeddings=77))
+    siglip = transformers.SiglipVisionModel(transformers.SiglipVisionConfig(
+        image_size=32, patch_size=8, hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2))
+    processor = transformers.SiglipImageProcessor(size={"height": 32, "width": 32})
+    return Encoders(
+        codec=HunyuanVideoVAE(vae, tiling=False),
+        text=HunyuanTextEncoder(llama, word_tokenizer(), clip, word_tokenizer(), max_tokens=8, template=TEMPLATE),
+        image=SiglipImageEncoder(siglip, processor),
+        frame_size=(32, 32),
+    )
+
+
+def test_protocols(encoders):
+    assert isinstance(encoders.codec, VideoCodec)
+    assert isinstance(encoders.text, TextEncoder) and isinstance(encoders.image, ImageEncoder)
+
+
+def test_vae_4n_minus_3_frames_and_scaling(encoders):
+    vae = encoders.codec
+    video = torch.randint(0, 256, (1, 5, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    latents = vae.encode(video)
+    assert latents.shape == (1, 4, 2, 4, 4) and vae.num_latent_frames(5) == 2 and vae.num_pixel_frames(2) == 5
+    raw = vae.vae.encode(video.permute(0, 2, 1, 3, 4).float() / 127.5 - 1).latent_dist.mode()
+    torch.testing.assert_close(latents, raw * vae.vae.config.scaling_factor)
+    decoded = vae.decode(latents)
+    assert decoded.shape == (1, 5, 3, 32, 32) and decoded.dtype == torch.uint8
+    with pytest.raises(ValueError, match="4N - 3 frames"):
+        vae.encode(video[:, :4])
+
+
+def test_text_features_crop_the_template_and_mask_padding(encoders):
+    text = encoders.text
+    features = text.encode(["a red circle moves", "a blue square"])
+    assert features.tokens.shape == (2, 8, 16) and features.pooled.shape == (2, 8)
+    assert features.mask.sum(1).tolist() == [5, 4]  # the prompt's words + the template's closing token
+    assert not features.tokens[1, 4:].any()
+    ids = text.llama_tokenizer(["system describe the video a blue square end"], return_tensors="pt").input_ids
+    hidden = text.llama(input_ids=ids, output_hidden_states=True).hidden_states[-3]
+    torch.testing.assert_close(features.tokens[1, :4], hidden[0, 4:8], rtol=1e-5, atol=1e-5)
+
+
+def test_siglip_tokens(encoders):
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    assert encoders.image.encode(images).shape == (2, 16, 8)
+
+
+def test_pipeline_generates_with_the_full_size_encoder_classes(encoders, tmp_path):
+    torch.manual_seed(0)
+    cfg = DiTConfig.from_name("debug", text_embed_dim=16, pooled_projection_dim=8, image_proj_dim=8)
+    pipe = LongVideoPipeline(PackedDiT(cfg).eval(), MemoryPackConfig(window=2), encoders,
+                             sampling=SamplingConfig(steps=2))
+    image = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
+    video = pipe(image, ["a red circle moves"], num_sections=2, fps=30, progress=False)
+    assert video.shape == (1, 4 * (1 + 2 * 2) - 3, 32, 32, 3)  # N latents -> 4N - 3 frames, overlaps blended
