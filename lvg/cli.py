@@ -23,7 +23,7 @@ from lvg import __version__
 from lvg.config import DIT_PRESETS, DiTConfig
 from lvg.data.video_io import load_image
 from lvg.models.dit import PackedDiT
-from lvg.sampling.pipeline import LongVideoPipeline, SamplingConfig
+from lvg.sampling.pipeline import LongVideoPipeline
 from lvg.sampling.prompts import PromptSchedule
 from lvg.training.base import TRAINABLE_GROUPS, StageModule
 
@@ -78,7 +78,6 @@ class LvgTrainer(Trainer):
         fps: float = 8.0,
         seed: int = 0,
         output: str = "outputs/video.mp4",
-        sampling: SamplingConfig = SamplingConfig(),
         ckpt_path: str | None = None,
         overwrite: bool = False,
         end_image: str | None = None,
@@ -97,7 +96,6 @@ class LvgTrainer(Trainer):
             fps: frame rate of the output (toy world: 8; FramePack-F1: 30).
             seed: noise seed; the same seed gives the same video on any device.
             output: mp4 path; finished sections are kept in ``<output>.parts`` so a killed run resumes.
-            sampling: sampler, steps, shift, distilled guidance, real CFG.
             ckpt_path: weights to generate with (a stage checkpoint or ``.safetensors`` export).
             overwrite: replace an existing output (otherwise refused).
             end_image: optional last frame to steer towards (experimental: only models trained with
@@ -119,7 +117,9 @@ class LvgTrainer(Trainer):
         if ckpt_path is not None:
             model.load_weights(ckpt_path, argument="ckpt_path")
         model.to(self.strategy.root_device).eval()
-        pipeline = LongVideoPipeline(model.dit, model.memory_pack_config, encoders, model.semantic_pack, sampling)
+        # Sampler settings live with the model (``model.sampling``), shared with ``lvg predict``.
+        pipeline = LongVideoPipeline(model.dit, model.memory_pack_config, encoders, model.semantic_pack,
+                                     model.sampling_config)
         num_sections = sections if sections is not None else pipeline.sections_for(seconds, fps)
         end = load_image(end_image, encoders.frame_size) if end_image is not None else None
         paths = pipeline(load_image(image, encoders.frame_size), [schedule], num_sections=num_sections, fps=fps,
@@ -136,6 +136,19 @@ class LvgCLI(LightningCLI):
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
         return {**LightningCLI.subcommands(), "generate": {"model", "datamodule"}}
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI replaces the model config by the hyper-parameters stored in --ckpt_path. For
+        # generation the command line must win (sampler settings, and no stale `init_from` path to
+        # reload); the weights are still checked strictly against the configured model.
+        if self.config.get("subcommand") in ("generate", "predict"):
+            return
+        super()._parse_ckpt_path()
+
+    def before_instantiate_classes(self) -> None:
+        command = self.config.get("subcommand")
+        if command in ("generate", "predict") and self.config[command].get("ckpt_path"):
+            self.config[command].model.init_args.init_from = None  # replaced by --ckpt_path's weights anyway
 
     def __init__(self, args: list[str] | None = None, run: bool = True):
         super().__init__(

@@ -92,8 +92,8 @@ def test_main_job_chain_stage1_checkpoint_into_stage2(tmp_path, monkeypatch):
     frames, _ = read_video(tmp_path / "data/toy_world/videos/toy_0000.mp4")
     Image.fromarray(frames[0]).save(start)
     generate = ["generate", "--config", str(CONFIGS / "direct_forcing.yaml"), *CLI_TINY,
-                "--model.init_args.init_from=null", "--ckpt_path", "runs/direct_forcing/checkpoints/last.ckpt",
-                "--image", str(start), "--sections", "2", "--sampling.steps", "2", "--output", "out/video.mp4"]
+                "--ckpt_path", "runs/direct_forcing/checkpoints/last.ckpt",
+                "--image", str(start), "--sections", "2", "--model.init_args.sampling.steps=2", "--output", "out/video.mp4"]
     main([*generate, "--prompt", "[0s] a red circle [0.5s] a blue square"])
     video, fps = read_video(tmp_path / "out/video.mp4")
     assert video.shape == (1 + 2 * WINDOW, 32, 32, 3) and fps == 8
@@ -104,8 +104,9 @@ def test_main_job_chain_stage1_checkpoint_into_stage2(tmp_path, monkeypatch):
         main([*generate, "--prompt", "a red circle", "--image", str(tmp_path / "missing.png"), "--overwrite=true"])
     with pytest.raises(SystemExit, match="prompt at 0.0s is empty"):
         main([*generate, "--prompt", " ", "--overwrite=true"])
-    # Lightning checkpoints carry their hyper-parameters (LightningCLI applies them); a bare state dict
-    # of another architecture is refused with the offending tensors named.
+    # weights of another architecture (here a wider SemanticPack) are refused with the tensors named
+    with pytest.raises(SystemExit, match=r"does not fit DirectForcingModule\(debug\): shape mismatches"):
+        main([*generate, "--prompt", "a", "--overwrite=true", "--model.init_args.semantic_pack.dim=64"])
     other = module(DirectForcingModule, semantic_pack=SemanticPackConfig(dim=64, num_heads=4, memory_grid=(2, 2)))
     torch.save({"state_dict": other.state_dict()}, tmp_path / "other.ckpt")
     with pytest.raises(SystemExit, match=r"does not fit DirectForcingModule\(debug\): shape mismatches"):

@@ -233,3 +233,33 @@ class ToyWorldDataModule(VideoLatentDataModule):
         manifest = generate_toy_world(self.root, self.toy)
         enc = self.encoders()
         prepare_shards(manifest, self.shard_dir, enc.codec, enc.text, enc.image)
+
+
+class FramePackF1DataModule(VideoLatentDataModule):
+    """Shards prepared with the full-size FramePack-F1 encoders; provides them for generation."""
+
+    def __init__(
+        self,
+        hunyuan: str = "hunyuanvideo-community/HunyuanVideo",
+        siglip: str = "lllyasviel/flux_redux_bfl",
+        frame_size: tuple[int, int] = (480, 832),
+        **kwargs: Any,
+    ):
+        """
+        Args:
+            hunyuan: HunyuanVideo repository (local directory or hub id) with ``vae``, ``text_encoder``
+                (LLaMA), ``tokenizer``, ``text_encoder_2`` (CLIP-L) and ``tokenizer_2``.
+            siglip: repository with ``image_encoder`` + ``feature_extractor`` (SigLIP; flux_redux_bfl).
+            frame_size: (height, width) videos are generated at; start images are resized and cropped to it.
+            kwargs: loader settings of :class:`VideoLatentDataModule`.
+        """
+        super().__init__(**kwargs)
+        self.hunyuan, self.siglip, self.frame_size = hunyuan, siglip, tuple(frame_size)
+        self._encoders: Encoders | None = None
+
+    def encoders(self) -> Encoders:
+        if self._encoders is None:  # loaded on first use: several GB
+            from lvg.models.hunyuan import framepack_f1_encoders
+
+            self._encoders = framepack_f1_encoders(self.hunyuan, self.siglip, self.frame_size)
+        return self._encoders

@@ -96,7 +96,7 @@ class StageModule(L.LightningModule):
             max_sections: train on at most this many sections per video (None: all).
             seed: seed of the per-step noise generator.
             histogram_every_n_steps: how often the sigma histogram goes to TensorBoard.
-            sampling: sampler settings of ``lvg predict`` (batch generation of a prompt suite).
+            sampling: sampler settings of ``lvg generate`` and ``lvg predict``.
             fps: frame rate that turns a job's ``seconds`` into sections in ``lvg predict``.
         """
         super().__init__()
