@@ -331,3 +331,45 @@ def test_lvg_predict_writes_one_video_per_suite_job(tmp_path, monkeypatch):
     bad.write_text(json.dumps({"id": "x", "image": "start.png", "prompt": "a"}) + "\n")
     with pytest.raises(SystemExit, match=r"bad.jsonl:1: give exactly one of 'seconds' and 'sections'"):
         main([*predict, f"--data.init_args.predict_suite={bad}"])
+
+
+@pytest.mark.parametrize("stage, cls", [("teacher", TeacherForcingModule), ("direct", DirectForcingModule)])
+def test_ddp_two_processes_equal_single_process_gradient_averaging(stage, cls, toy_root, tmp_path):
+    """2 CPU processes (gloo DDP) == one process averaging the same two videos' gradients per step."""
+    import contextlib
+    import subprocess
+    import sys
+
+    from lvg.data.datamodule import VideoShardDataset, collate_videos
+    from lvg.data.shards import read_index
+
+    worker = Path(__file__).parent / "ddp_worker.py"
+    result = subprocess.run([sys.executable, str(worker), str(toy_root), str(tmp_path), stage, "2"],
+                            capture_output=True, text=True, cwd=Path(__file__).parent, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    assert ranks[0]["step"] == ranks[1]["step"] == 2
+    assert ranks[0]["videos"] != ranks[1]["videos"]  # data sharded by rank
+    for key, value in ranks[0]["state"].items():
+        assert torch.equal(value, ranks[1]["state"][key]), key  # replicas stay identical
+
+    L.seed_everything(0)
+    reference = module(cls)
+    index = read_index(toy_root / "shards")
+    dataset = VideoShardDataset(toy_root / "shards", sorted(index["videos"], key=lambda v: v["id"]))
+    by_id = {v["id"]: i for i, v in enumerate(dataset.videos)}
+    optimizers = reference.configure_optimizers()
+    optimizer, scheduler = optimizers["optimizer"], optimizers["lr_scheduler"]["scheduler"]
+    for step in range(2):
+        for rank in range(2):
+            batch = collate_videos([dataset[by_id[ranks[rank]["videos"][step]]]])
+            reference.video_gradients(batch, reference.step_generator(step, rank),
+                                      lambda loss, **kw: loss.backward(**kw), contextlib.nullcontext)
+        for p in reference.trainable_parameters():
+            p.grad /= 2
+        torch.nn.utils.clip_grad_norm_(reference.trainable_parameters(), reference.hparams.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad()
+        scheduler.step()
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(ranks[0]["state"][key], value, rtol=1e-5, atol=1e-6, msg=key)

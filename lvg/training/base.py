@@ -5,7 +5,7 @@ A batch is whole videos (all sections, chronological). For each section n the mo
 1. noises the ground-truth section at a sigma drawn by :class:`~lvg.flow.SigmaSampling`,
 2. predicts the velocity conditioned on ``MemoryPackState.context()`` (FramePack history + psi),
 3. back-propagates the flow-matching loss of that section right away (activations of one section
-   at a time; gradients accumulate over the video; DDP syncs only on the last section),
+   at a time; gradients accumulate over the video and are averaged across processes once),
 4. hands the state the history section n+1 is conditioned on -- this is where the stages differ:
    ground truth (Teacher Forcing), the one-step estimate x0_hat (Direct Forcing), a k-step
    rollout (Student Forcing).
@@ -19,6 +19,8 @@ Shapes: B videos, C channels, F latent frames of a video, W window, h/w latent h
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor
 
 from lvg import flow
@@ -152,6 +155,13 @@ class StageModule(L.LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def on_fit_start(self) -> None:
+        if self.trainer.world_size > 1 and not isinstance(self.trainer.strategy, DDPStrategy):
+            raise ValueError(
+                f"{type(self.trainer.strategy).__name__} is not supported by the section loop yet (it averages "
+                "gradients itself, once per video); use strategy: ddp."
+            )
+
     def on_train_start(self) -> None:
         counts = {
             "params/trainable": float(sum(p.numel() for p in self.trainable_parameters())),
@@ -180,9 +190,12 @@ class StageModule(L.LightningModule):
             )
         return min(sections, self.hparams.max_sections or sections)
 
-    def step_generator(self, offset: int = 0) -> torch.Generator:
-        """CPU generator for one step: same draws after a resume and on every device."""
-        seed = (self.hparams.seed * 1_000_003 + self.global_step + offset) * 1_009 + self.global_rank
+    def step_generator(self, step: int | None = None, rank: int | None = None) -> torch.Generator:
+        """CPU generator of one step (default: the current step and rank): same draws after a resume and
+        on every device."""
+        step = self.global_step if step is None else step
+        rank = self.global_rank if rank is None else rank
+        seed = (self.hparams.seed * 1_000_003 + step) * 1_009 + rank
         return torch.Generator().manual_seed(seed % 2**63)
 
     def velocity(self, x_sigma: Tensor, sigma: Tensor, context: dict[str, Tensor]) -> Tensor:
@@ -210,40 +223,73 @@ class StageModule(L.LightningModule):
         """
         return x0
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+    def video_gradients(
+        self, batch: dict[str, Any], gen: torch.Generator, backward: Callable[..., None],
+        no_sync: Callable[[], AbstractContextManager],
+    ) -> tuple[Tensor, Tensor]:
+        """The section loop over one batch of videos: accumulates gradients of the mean section loss.
+
+        ``backward(loss, retain_graph=...)`` and ``no_sync()`` come from the trainer (Lightning's
+        ``manual_backward`` and DDP's ``no_sync``). Returns the per-section losses and sigmas.
+        """
         sections, window = self.num_sections(batch), self.memory_pack_config.window
-        latents, gen = batch["latents"], self.step_generator()
-        state = self.new_state(batch)
+        latents, state = batch["latents"], self.new_state(batch)
         # psi's graph spans sections (psi_0, truncated BPTT), so keep it alive across backward calls.
         retain = self.semantic_pack is not None and any(p.requires_grad for p in self.semantic_pack.parameters())
         losses, sigmas = [], []
         for n in range(sections):
             x0 = latents[:, :, 1 + n * window : 1 + (n + 1) * window]
             x_sigma, noise, sigma = self.noisy_section(x0, gen)
-            context = state.context()
-            with optimizer.toggle_model(sync_grad=n == sections - 1):
-                v = self.velocity(x_sigma, sigma, context)
+            with no_sync():
+                v = self.velocity(x_sigma, sigma, state.context())
                 loss = F.mse_loss(v.float(), flow.velocity_target(x0, noise).float())
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"Non-finite loss ({loss.item()}) at step {self.global_step}, section {n}, videos {batch['id']}; "
                         "stopping. The last checkpoint was written before this step and is left untouched."
                     )
-                self.manual_backward(loss / sections, retain_graph=retain)
+                backward(loss / sections, retain_graph=retain)
             losses.append(loss.detach())
             sigmas.append(sigma)
             with torch.no_grad():
                 history = self.next_history(x0=x0, x_sigma=x_sigma, v=v.detach(), sigma=sigma, state=state, gen=gen)
             state.update(history)
             del v, loss
+        return torch.stack(losses), torch.cat(sigmas)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        # Every backward runs without DDP's sync; the video's gradients are averaged once, after the loop.
+        losses, sigmas = self.video_gradients(batch, self.step_generator(), self.manual_backward,
+                                              lambda: optimizer.toggle_model(sync_grad=False))
+        self.average_gradients_across_processes()
         max_norm = self.hparams.max_grad_norm
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), max_norm or float("inf"))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
-        self._log_step(torch.stack(losses), torch.cat(sigmas), grad_norm, scheduler.get_last_lr()[0], len(batch["id"]))
-        return torch.stack(losses).mean()
+        self._log_step(losses, sigmas, grad_norm, scheduler.get_last_lr()[0], len(batch["id"]))
+        return losses.mean()
+
+    def average_gradients_across_processes(self) -> None:
+        """One all-reduce of the video's accumulated gradients (data parallel).
+
+        DDP's own gradient hooks expect one backward per forward; the section loop runs several, with
+        parameters that only some sections touch (psi's projections, Memorize), so every backward
+        runs under ``no_sync`` and the sum is averaged here, once per optimizer step.
+        """
+        if self.trainer.world_size < 2 or not torch.distributed.is_initialized():
+            return
+        params = self.trainable_parameters()
+        for p in params:  # a parameter unused on this rank still takes part, with a zero gradient
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        grads = [p.grad for p in params]
+        flat = torch._utils._flatten_dense_tensors(grads)
+        torch.distributed.all_reduce(flat)
+        flat /= self.trainer.world_size
+        for grad, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
+            grad.copy_(synced)
 
     def _log_step(self, losses: Tensor, sigmas: Tensor, grad_norm: Tensor, lr: float, batch_size: int) -> None:
         self.log("train/loss", losses.mean(), prog_bar=True, batch_size=batch_size)
