@@ -177,4 +177,12 @@ def main(argv: list[str] | None = None) -> None:
         try:
             LvgCLI(args=argv)
         except ValueError as err:  # user mistakes (bad files, inputs, checkpoints): the message, no traceback
-            sys.exit(f"lvg: error: {err}")
+            sys.exit(f"lvg: error: {_root_cause(err)}")
+
+
+def _root_cause(err: BaseException) -> BaseException:
+    """The innermost error of a chain: jsonargparse wraps a constructor's ValueError into a message that
+    lists every Union alternative and dumps the whole parsed config, burying the one line that matters."""
+    while (inner := err.__cause__ or err.__context__) is not None and isinstance(inner, ValueError):
+        err = inner
+    return err

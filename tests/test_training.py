@@ -373,3 +373,12 @@ def test_ddp_two_processes_equal_single_process_gradient_averaging(stage, cls, t
         scheduler.step()
     for key, value in reference.state_dict().items():
         torch.testing.assert_close(ranks[0]["state"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_stage2_before_stage1_is_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", str(CONFIGS / "direct_forcing.yaml")])
+    message = str(exit_.value.code)
+    assert message == ("lvg: error: init_from: runs/teacher_forcing/checkpoints/last.ckpt does not exist; "
+                       "pass a stage checkpoint (.ckpt) or .safetensors file.")

@@ -13,33 +13,22 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from lvg.data.manifest import read_jsonl
+from lvg.data.manifest import read_records
 from lvg.data.video_io import load_image
 from lvg.sampling.prompts import PromptSchedule
 
 
 def read_suite(path: str | Path) -> list[dict[str, Any]]:
     """Parse and validate a suite; errors name the file, line and field."""
-    path = Path(path)
-    jobs, seen = [], set()
-    for where, job in read_jsonl(path, "Prompt suite"):
-        for field in ("id", "image", "prompt"):
-            if field not in job:
-                raise ValueError(f"{where}: missing required field '{field}'.")
+    jobs = []
+    for where, job in read_records(path, "Prompt suite", ("id", "image", "prompt"), media="image"):
         if ("seconds" in job) == ("sections" in job):
             raise ValueError(f"{where}: give exactly one of 'seconds' and 'sections'.")
-        if job["id"] in seen:
-            raise ValueError(f"{where}: duplicate id {job['id']!r}.")
-        seen.add(job["id"])
         try:
             PromptSchedule.parse(job["prompt"])  # fail here, before any generation, not mid-suite
         except ValueError as err:
             raise ValueError(f"{where}: {err}") from err
-        image = Path(job["image"])
-        job["image_path"] = str(image if image.is_absolute() else path.parent / image)
         jobs.append(job)
-    if not jobs:
-        raise ValueError(f"Prompt suite {path} has no jobs.")
     return jobs
 
 
