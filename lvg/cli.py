@@ -1,4 +1,5 @@
-"""The ``lvg`` command: LightningCLI for ``fit | validate | test | predict | generate``, plus ``lvg info``.
+"""The ``lvg`` command: LightningCLI for ``fit | validate | test | predict | generate``, plus ``lvg info``,
+``lvg prepare``, ``lvg plan`` and ``lvg compare``.
 
 A YAML picks the stage module and the datamodule by class path (subclass mode); callbacks and
 loggers plug in under ``trainer``; ``--print_config`` shows the resolved config and ``--help``
@@ -11,10 +12,9 @@ import json
 import sys
 import warnings
 from collections import Counter
-
-import torch
 from pathlib import Path
 
+import torch
 from jsonargparse import ArgumentParser, set_parsing_settings
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.cli import LightningCLI
@@ -62,6 +62,10 @@ def info_main(argv: list[str]) -> None:
         print(json.dumps(model_info(cfg.model), indent=2))
     except ValueError as err:
         sys.exit(f"lvg info: {err}")
+
+
+GENERATING = ("generate", "predict", "test")
+"""Subcommands that generate videos from a checkpoint's weights under the configured model."""
 
 
 class LvgTrainer(Trainer):
@@ -139,15 +143,15 @@ class LvgCLI(LightningCLI):
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI replaces the model config by the hyper-parameters stored in --ckpt_path. For
-        # generation the command line must win (sampler settings, and no stale `init_from` path to
-        # reload); the weights are still checked strictly against the configured model.
-        if self.config.get("subcommand") in ("generate", "predict"):
+        # generation and benchmarks the command line must win (sampler settings, and no stale
+        # `init_from` path to reload); the weights are still checked strictly against the configured model.
+        if self.config.get("subcommand") in GENERATING:
             return
         super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
         command = self.config.get("subcommand")
-        if command in ("generate", "predict") and self.config[command].get("ckpt_path"):
+        if command in GENERATING and self.config[command].get("ckpt_path"):
             self.config[command].model.init_args.init_from = None  # replaced by --ckpt_path's weights anyway
 
     def __init__(self, args: list[str] | None = None, run: bool = True):
@@ -160,7 +164,8 @@ class LvgCLI(LightningCLI):
             save_config_kwargs={"overwrite": True},  # a resumed run rewrites the config it was started with
             auto_configure_optimizers=False,  # stage modules own their optimizer (see StageModule)
             parser_kwargs={"description": f"lvg {__version__}: " + __doc__.split("\n\n")[0]
-                           + " `lvg info --model PRESET` inspects a model preset."},
+                           + " Also: `lvg prepare` (videos -> latent shards), `lvg plan` (memory per GPU), `lvg compare` "
+                           "(benchmark reports side by side), `lvg info --model PRESET`."},
             args=args,
             run=run,
         )
@@ -169,8 +174,12 @@ class LvgCLI(LightningCLI):
 def main(argv: list[str] | None = None) -> None:
     """Entry point; ``argv`` defaults to the command line."""
     words = sys.argv[1:] if argv is None else argv
-    if words[:1] == ["info"]:
-        info_main(words[1:])
+    tools = {"info": lambda: info_main, "prepare": _prepare_main, "plan": _plan_main, "compare": _compare_main}
+    if words[:1] and words[0] in tools:
+        try:
+            tools[words[0]]()(words[1:])
+        except ValueError as err:
+            sys.exit(f"lvg {words[0]}: error: {_root_cause(err)}")
     elif words[:1] == ["--version"]:
         print(f"lvg {__version__}")
     else:
@@ -178,6 +187,24 @@ def main(argv: list[str] | None = None) -> None:
             LvgCLI(args=argv)
         except ValueError as err:  # user mistakes (bad files, inputs, checkpoints): the message, no traceback
             sys.exit(f"lvg: error: {_root_cause(err)}")
+
+
+def _prepare_main():
+    from lvg.data.prepare import prepare_main
+
+    return prepare_main
+
+
+def _plan_main():
+    from lvg.plan import plan_main
+
+    return plan_main
+
+
+def _compare_main():
+    from lvg.metrics.report import compare_main
+
+    return compare_main
 
 
 def _root_cause(err: BaseException) -> BaseException:

@@ -20,10 +20,11 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from lvg.data.prompt_suite import PromptSuiteDataset, collate_jobs, read_suite
-from lvg.data.shards import prepare_shards, read_index, read_shard
+from lvg.data.prompt_suite import BENCHMARK_SECONDS, PromptSuiteDataset, collate_jobs, read_suite, toy_world_suite
+from lvg.data.shards import read_index, read_shard
 from lvg.data.toy_world import ToyWorldConfig, generate_toy_world
 from lvg.models.encoders import Encoders, PixelCodec, ToyImageEncoder, ToyTextEncoder
 
@@ -117,6 +118,7 @@ class VideoLatentDataModule(L.LightningDataModule):
         min_latent_frames: int = 10,
         seed: int = 0,
         predict_suite: str | None = None,
+        test_suite: str | None = None,
     ):
         """
         Args:
@@ -128,6 +130,8 @@ class VideoLatentDataModule(L.LightningDataModule):
             min_latent_frames: shorter videos are skipped (and reported); at least ``1 + window``.
             seed: shuffling seed.
             predict_suite: JSONL of generation jobs for ``lvg predict`` (see :mod:`lvg.data.prompt_suite`).
+            test_suite: JSONL benchmark suite for ``lvg test`` (same format, plus ``group`` and ``truth``;
+                e.g. one made by :func:`lvg.data.prompt_suite.vbench_i2v_suite`).
         """
         super().__init__()
         if order not in ("random", "curriculum"):
@@ -137,12 +141,12 @@ class VideoLatentDataModule(L.LightningDataModule):
         self.shard_dir = Path(shard_dir)
         self.batch_size, self.num_workers, self.order = batch_size, num_workers, order
         self.val_videos, self.min_latent_frames, self.seed = val_videos, min_latent_frames, seed
-        self.predict_suite = predict_suite
+        self.predict_suite, self.test_suite = predict_suite, test_suite
         self._resume: Progress | None = None
         self.train_set = self.val_set = None
 
     def setup(self, stage: str | None = None) -> None:
-        if stage == "predict":
+        if stage in ("predict", "test"):
             return
         index = read_index(self.shard_dir)
         videos = sorted(index["videos"], key=lambda v: v["id"])
@@ -179,13 +183,27 @@ class VideoLatentDataModule(L.LightningDataModule):
         """The encoders the shards were written with, for generation; None if unknown."""
         return None
 
+    def _suite_loader(self, suite: str) -> DataLoader:
+        """Jobs of a suite, start images at the training frame size, split across processes without the
+        padding duplicates of a plain DistributedSampler (every job is generated and scored once)."""
+        encoders = self.encoders()
+        dataset = PromptSuiteDataset(read_suite(suite), encoders.frame_size if encoders else None)
+        trainer = self.trainer
+        sampler = (UnrepeatedDistributedSampler(dataset, trainer.world_size, trainer.global_rank, shuffle=False)
+                   if trainer is not None and trainer.world_size > 1 else None)
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                          collate_fn=collate_jobs)
+
     def predict_dataloader(self) -> DataLoader:
-        """The jobs of ``predict_suite``, start images at the training frame size."""
         if self.predict_suite is None:
             raise ValueError("lvg predict needs --data.init_args.predict_suite=<jobs.jsonl> (one job per line).")
-        encoders = self.encoders()
-        dataset = PromptSuiteDataset(read_suite(self.predict_suite), encoders.frame_size if encoders else None)
-        return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=collate_jobs)
+        return self._suite_loader(self.predict_suite)
+
+    def test_dataloader(self) -> DataLoader:
+        """The benchmark suite of ``lvg test``."""
+        if self.test_suite is None:
+            raise ValueError("lvg test needs --data.init_args.test_suite=<suite.jsonl> (one job per line).")
+        return self._suite_loader(self.test_suite)
 
     def val_dataloader(self) -> DataLoader | list:
         return self._loader(self.val_set) if len(self.val_set) else []
@@ -212,6 +230,8 @@ class ToyWorldDataModule(VideoLatentDataModule):
         toy: ToyWorldConfig = ToyWorldConfig(),
         codec_factor: int = 2,
         text_dim: int = 64,
+        benchmark_seconds: dict[str, float] = BENCHMARK_SECONDS,
+        benchmark_videos: int = 2,
         **kwargs: Any,
     ):
         """
@@ -220,19 +240,32 @@ class ToyWorldDataModule(VideoLatentDataModule):
             toy: the generator's settings (number and length of videos, size, fps, seed).
             codec_factor: PixelCodec space-to-depth factor (2: 32x32 RGB -> 12 x 16 x 16 latents).
             text_dim: ToyTextEncoder width (the DiT's ``text_embed_dim`` and ``pooled_projection_dim``).
+            benchmark_seconds: length groups of the embedded ``lvg test`` suite (used when ``test_suite`` is
+                not set): the paper's 10 s / 30 s / 60 s.
+            benchmark_videos: held-out start frames per length group of the embedded suite.
             kwargs: loader settings of :class:`VideoLatentDataModule` (``shard_dir`` is ``root/shards``).
         """
         super().__init__(shard_dir=str(Path(root) / "shards"), **kwargs)
         self.root, self.toy, self.codec_factor, self.text_dim = Path(root), toy, codec_factor, text_dim
+        self.benchmark_seconds, self.benchmark_videos = dict(benchmark_seconds), benchmark_videos
 
     def encoders(self) -> Encoders:
         return Encoders(PixelCodec(self.codec_factor), ToyTextEncoder(self.text_dim), ToyImageEncoder(),
                         frame_size=(self.toy.size, self.toy.size))
 
     def prepare_data(self) -> None:
+        from lvg.data.prepare import TOY_PREPARE, prepare_shards  # the decoding stack loads only when preparing
+
         manifest = generate_toy_world(self.root, self.toy)
-        enc = self.encoders()
-        prepare_shards(manifest, self.shard_dir, enc.codec, enc.text, enc.image)
+        prepare_shards(manifest, self.shard_dir, self.encoders(), TOY_PREPARE)
+
+    def test_dataloader(self) -> DataLoader:
+        """``test_suite`` if set, else the embedded suite: held-out toy-world start frames with their truth
+        (written under ``root/benchmark``; idempotent, atomic writes, so every process may call it)."""
+        if self.test_suite is None:
+            self.test_suite = str(toy_world_suite(self.root / "benchmark", self.toy, self.benchmark_seconds,
+                                                  self.benchmark_videos))
+        return super().test_dataloader()
 
 
 class FramePackF1DataModule(VideoLatentDataModule):

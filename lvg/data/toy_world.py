@@ -206,7 +206,7 @@ def _path(keyframes: list[tuple[float, float, float]], times: np.ndarray) -> tup
     return xs[seg] + u * (xs[seg + 1] - xs[seg]), ys[seg] + u * (ys[seg + 1] - ys[seg])
 
 
-def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: int) -> np.ndarray:
+def shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: int) -> np.ndarray:
     """Pixels of a shape of radius ``r`` whose centres lie at offsets (dx, dy) from the shape's centre.
 
     Every shape contains the disc of radius 1 around its centre, so the pixel nearest the centre
@@ -243,7 +243,7 @@ def _footprint(sp: SpriteSpec, px: np.ndarray, py: np.ndarray, s: int) -> tuple[
     local = np.arange(-sp.radius - 1, sp.radius + 2)
     lx = np.floor(px).astype(int)[:, None] + local  # (T, L) pixel columns around the centre
     ly = np.floor(py).astype(int)[:, None] + local  # (T, L) pixel rows
-    mask = _shape_mask(sp.shape, (lx - px[:, None])[:, None, :], (ly - py[:, None])[:, :, None], sp.radius)  # (T, L, L)
+    mask = shape_mask(sp.shape, (lx - px[:, None])[:, None, :], (ly - py[:, None])[:, :, None], sp.radius)  # (T, L, L)
     cols, rows = mask.any(axis=1), mask.any(axis=2)  # (T, L) each
     x0 = np.maximum(np.where(cols, lx, s).min(axis=1), 0)
     x1 = np.minimum(np.where(cols, lx, -1).max(axis=1) + 1, s)
@@ -280,7 +280,7 @@ def render_video(spec: VideoSpec) -> tuple[np.ndarray, dict[str, Any]]:
     # Wandering sprites first: the scripted ones (leave / hide and come back) are never covered by them.
     for k in sorted(range(len(spec.sprites)), key=lambda k: spec.sprites[k].role != "wanders"):
         sp, (px, py) = spec.sprites[k], positions[k]
-        mask = _shape_mask(sp.shape, xx[None] - px[:, None, None], yy[None] - py[:, None, None], sp.radius)  # (T, S, S)
+        mask = shape_mask(sp.shape, xx[None] - px[:, None, None], yy[None] - py[:, None, None], sp.radius)  # (T, S, S)
         frames[mask] = COLOURS[sp.colour]
         labels[mask] = k
     if spec.occluder is not None:

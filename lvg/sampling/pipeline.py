@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -187,20 +187,25 @@ class LongVideoPipeline:
         shift = flow.shift_for_seq_len(tokens) if cfg.shift == "auto" else float(cfg.shift)
         return sample(velocity, noise.float(), cfg.steps, shift=shift, sampler=cfg.sampler)
 
-    def section_noise(self, state: MemoryPackState, seed: int, section: int) -> Tensor:
+    def section_noise(self, state: MemoryPackState, seed: int | Sequence[int], section: int) -> Tensor:
         """Noise of one section; video i of a batch uses a CPU generator seeded by (seed + i, section),
-        so a seed gives the same video on any device and in any batch."""
+        or by (seed[i], section) when one seed per video is given, so a seed gives the same video on
+        any device and in any batch."""
         b, c, _, h, w = state.start.shape
+        seeds = [seed + i for i in range(b)] if isinstance(seed, int) else list(seed)
+        if len(seeds) != b:
+            raise ValueError(f"{len(seeds)} seeds for a batch of {b} videos; pass one seed per video or an int.")
         noise = [
             torch.randn(c, self.memory_pack.window, h, w,
-                        generator=torch.Generator().manual_seed(((seed + i) * 1_000_003 + section) % 2**63))
-            for i in range(b)
+                        generator=torch.Generator().manual_seed((s * 1_000_003 + section) % 2**63))
+            for s in seeds
         ]
         return torch.stack(noise).to(state.start.device)
 
     @torch.no_grad()
     def sections(
-        self, state: MemoryPackState, schedules: list[PromptSchedule], num_sections: int, seed: int, fps: float
+        self, state: MemoryPackState, schedules: list[PromptSchedule], num_sections: int, seed: int | Sequence[int],
+        fps: float,
     ) -> Iterator[tuple[int, Tensor]]:
         """Yield ``(n, latents of section n)`` from ``state.section`` up to ``num_sections``; updates ``state``."""
         prompts = None
@@ -225,7 +230,7 @@ class LongVideoPipeline:
         *,
         num_sections: int,
         fps: float,
-        seed: int = 0,
+        seed: int | Sequence[int] = 0,
         output: str | Path | None = None,
         overwrite: bool = False,
         progress: bool = True,
@@ -269,7 +274,7 @@ class LongVideoPipeline:
         return {
             "images_sha256": hashlib.sha256(images.cpu().numpy().tobytes()).hexdigest(),
             "prompts": [list(map(list, s.entries)) for s in schedules],
-            "num_sections": num_sections, "fps": fps, "seed": seed, "sampling": asdict(self.sampling),
+            "num_sections": num_sections, "fps": fps, "seed": seed if isinstance(seed, int) else list(seed), "sampling": asdict(self.sampling),
             "memory_pack": asdict(self.memory_pack), "dit": self.dit.config.to_dict(), "weights": self._weights_digest(),
         }
 

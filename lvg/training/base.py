@@ -19,6 +19,7 @@ Shapes: B videos, C channels, F latent frames of a video, W window, h/w latent h
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -319,17 +320,35 @@ class StageModule(L.LightningModule):
         return loss
 
     @torch.no_grad()
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        """Generate the videos of a batch of prompt-suite jobs (see ``VideoPredictionWriter``)."""
+    def generate_jobs(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Generate the videos of a batch of prompt-suite jobs (``lvg predict`` and ``lvg test``).
+
+        Job ``i`` of the suite is seeded with ``seed + i``, so a video does not depend on the batch
+        size or on which process generates it. Returns ids, videos ``(T_i, H, W, 3)`` uint8 (a batch
+        runs to its longest job; each video is cut to its own length), fps, frames per section and
+        the generation time.
+        """
         encoders = getattr(self.trainer.datamodule, "encoders", lambda: None)()
         if encoders is None:
-            raise ValueError("lvg predict: the datamodule does not name its encoders (codec, text, image).")
+            raise ValueError("the datamodule does not name its encoders (codec, text, image); lvg cannot generate.")
         pipeline = LongVideoPipeline(self.dit, self.memory_pack_config, encoders, self.semantic_pack,
                                      self.sampling_config)
         lengths = [n if n is not None else pipeline.sections_for(s, self.hparams.fps)
                    for n, s in zip(batch["sections"], batch["seconds"])]
+        seeds = [self.hparams.seed + int(i) for i in batch["index"]]
+        started = time.perf_counter()
         videos = pipeline(batch["image"], batch["prompt"], num_sections=max(lengths), fps=self.hparams.fps,
-                          seed=self.hparams.seed + batch_idx, progress=False)
-        frames = [1 + n * pipeline.frames_per_section() for n in lengths]  # a batch runs to its longest job
-        return {"id": batch["id"], "videos": [v[:f] for v, f in zip(videos, frames)], "fps": self.hparams.fps}
+                          seed=seeds, progress=False)
+        frames = [1 + n * pipeline.frames_per_section() for n in lengths]
+        return {"id": batch["id"], "index": batch["index"], "videos": [v[:f] for v, f in zip(videos, frames)],
+                "fps": self.hparams.fps, "frames_per_section": pipeline.frames_per_section(),
+                "generation_s": time.perf_counter() - started}
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Videos of a batch of prompt-suite jobs (written by ``lvg.callbacks.VideoPredictionWriter``)."""
+        return self.generate_jobs(batch)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """``lvg test``: videos of a batch of benchmark jobs, scored by ``lvg.callbacks.BenchmarkReport``."""
+        return {**self.generate_jobs(batch), "jobs": batch["jobs"]}
 

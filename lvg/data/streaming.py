@@ -1,0 +1,603 @@
+"""Streaming data for scale-out: litdata chunks of whole videos, and raw clips decoded on the fly.
+
+Two datamodules yield exactly the batches of :class:`~lvg.data.datamodule.VideoLatentDataModule`
+(``id``, ``latents (B, C, F, h, w)``, ``text``, ``text_mask``, ``pooled``, ``image``; same
+:func:`~lvg.data.datamodule.collate_videos`), so every training stage plugs into them unchanged:
+
+* :class:`StreamingLatentDataModule` streams latent shards converted by :func:`write_litdata` into
+  litdata chunks, from local disk or object storage (``s3://``, ``gs://``, ...; litdata downloads
+  chunks ahead and caches them). One litdata item is one whole video, so "all sections of one
+  video, in order" holds by construction. litdata shards the items by rank (``drop_last`` under
+  DDP, so every rank takes the same number of steps and no video is seen twice) and reshuffles
+  per epoch from ``seed``.
+* :class:`RawClipDataModule` reads a manifest of raw videos: it splits them at shot cuts and
+  filters clips by length and dynamism exactly as ``lvg prepare`` does (:func:`lvg.data.prepare.scan_video`;
+  decisions cached on disk, computed once per video across epochs and runs), then decodes the kept
+  clips in DataLoader workers every epoch and encodes them there or on the training device -- no
+  precomputed latents.
+
+Both resume mid-epoch: the datamodule's ``state_dict`` records how many videos of the epoch this
+rank has trained on (one optimizer step per batch), and a run resumed with ``--ckpt_path``
+continues with the next video, in the order an uninterrupted run would have used.
+
+litdata is optional (``pip install "lvg[stream]"``); only the litdata path imports it.
+
+Shapes: B videos, C latent channels, F latent frames, h/w latent height/width, L text tokens, D widths.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from lvg.data.datamodule import Progress, VideoLatentDataModule, collate_videos
+from lvg.data.manifest import validate_manifest
+from lvg.data.prepare import DTYPES, PrepareConfig, Task, resolve_config, scan_video
+from lvg.data.reader import open_video, resize_to_bucket
+from lvg.data.shards import read_index, read_shard
+from lvg.io import atomic_write_text
+from lvg.models.encoders import Encoders, PixelCodec, ToyImageEncoder, ToyTextEncoder
+
+log = logging.getLogger(__name__)
+
+
+def require_litdata():
+    """The litdata module, or an ImportError that says how to install it."""
+    # older litdata versions ask PyPI for a newer release on first use; training must not touch the network
+    os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")
+    try:
+        import litdata
+    except ImportError as err:
+        raise ImportError('Streaming from litdata chunks needs litdata: pip install "lvg[stream]"') from err
+    return litdata
+
+
+# --- encoders ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Which encoders the data is (or was) encoded with: generation needs them, raw clips are encoded with them."""
+
+    kind: Literal["none", "toy", "framepack-f1"] = "none"
+    """``toy``: PixelCodec + ToyTextEncoder + ToyImageEncoder (as ToyWorldDataModule); ``framepack-f1``:
+    HunyuanVideo VAE + LLaMA/CLIP-L + SigLIP (as FramePackF1DataModule); ``none``: unknown."""
+    frame_size: tuple[int, int] = (32, 32)
+    """(height, width) the model is trained and generates at; raw clips are resized to it."""
+    codec_factor: int = 2
+    """toy: PixelCodec space-to-depth factor."""
+    text_dim: int = 64
+    """toy: ToyTextEncoder width (the DiT's ``text_embed_dim`` and ``pooled_projection_dim``)."""
+    hunyuan: str = "hunyuanvideo-community/HunyuanVideo"
+    """framepack-f1: HunyuanVideo repository (vae, text encoders, tokenizers)."""
+    siglip: str = "lllyasviel/flux_redux_bfl"
+    """framepack-f1: repository with the SigLIP image encoder."""
+
+    def build(self) -> Encoders | None:
+        if self.kind == "none":
+            return None
+        if self.kind == "toy":
+            return Encoders(PixelCodec(self.codec_factor), ToyTextEncoder(self.text_dim), ToyImageEncoder(),
+                            frame_size=tuple(self.frame_size))
+        if self.kind == "framepack-f1":
+            from lvg.models.hunyuan import framepack_f1_encoders
+
+            return framepack_f1_encoders(self.hunyuan, self.siglip, tuple(self.frame_size))
+        raise ValueError(f"EncoderSpec.kind must be 'none', 'toy' or 'framepack-f1', got {self.kind!r}.")
+
+
+# --- litdata chunks of latent shards -------------------------------------------------------------
+
+
+def litdata_item(file: str) -> dict[str, Any]:
+    """One shard as one litdata item: the tensors of :class:`VideoShardDataset` plus its metadata."""
+    tensors, meta = read_shard(file)
+    tensors["text_mask"] = tensors["text_mask"].bool()
+    return {"id": meta["id"], "caption": meta.get("caption", ""), "fps": float(meta.get("fps", 0.0)),
+            "latent_frames": int(tensors["latents"].shape[1]), **tensors}
+
+
+def write_litdata(
+    shard_dir: str | Path,
+    out_dir: str,
+    *,
+    chunk_bytes: int | str = "64MB",
+    min_latent_frames: int = 1,
+    num_workers: int = 1,
+    compression: str | None = None,
+    overwrite: bool = False,
+    start_method: str | None = None,
+) -> str:
+    """Convert prepared latent shards (see :mod:`lvg.data.shards`) into litdata chunks, one item per video.
+
+    Args:
+        shard_dir: directory with ``index.json`` and the ``<id>.safetensors`` shards.
+        out_dir: local directory or object-store URL (``s3://bucket/prefix``) the chunks are written to.
+        chunk_bytes: target chunk size (a video larger than it gets a chunk of its own). Chunks are
+            what is downloaded and cached while streaming, so tens of MB suit object storage.
+        min_latent_frames: shorter videos are left out (and reported); at least ``1 + window`` for training.
+        num_workers: processes converting shards in parallel.
+        compression: litdata chunk compression (``"zstd"``) or None.
+        overwrite: replace an existing litdata dataset at ``out_dir`` (otherwise litdata refuses).
+        start_method: how litdata starts its worker processes (None: its default, ``spawn``; ``fork``
+            starts in milliseconds instead of seconds, fine when this process has no CUDA context).
+
+    Returns:
+        ``out_dir``, to pass to :class:`StreamingLatentDataModule` as ``input_dir`` (a string, since
+        it may be a URL).
+    """
+    litdata = require_litdata()
+    if not overwrite and "://" not in str(out_dir) and Path(out_dir, "index.json").is_file():
+        raise ValueError(f"{out_dir} already holds a litdata dataset; pass overwrite=True to replace it, "
+                         "or write to another directory.")
+    index = read_index(shard_dir)
+    videos = sorted(index["videos"], key=lambda v: v["id"])
+    short = [v["id"] for v in videos if v["latent_frames"] < min_latent_frames]
+    if short:
+        log.warning("%d videos shorter than %d latent frames are left out: %s", len(short), min_latent_frames, short)
+    files = [str(Path(shard_dir, v["file"]).resolve()) for v in videos if v["latent_frames"] >= min_latent_frames]
+    if not files:
+        raise ValueError(f"{shard_dir}: no video has >= {min_latent_frames} latent frames; nothing to write.")
+    litdata.optimize(
+        fn=litdata_item, inputs=files, output_dir=str(out_dir), chunk_bytes=chunk_bytes, num_workers=num_workers,
+        compression=compression, reorder_files=False, mode="overwrite" if overwrite else None,
+        start_method=start_method, verbose=False,
+    )
+    return str(out_dir)
+
+
+@functools.cache
+def _loader_class() -> type:
+    """litdata's StreamingDataLoader positioned by the datamodule (defined lazily: litdata is optional)."""
+    from litdata import StreamingDataLoader
+
+    class VideoStreamLoader(StreamingDataLoader):
+        """litdata's loader without its own checkpoint state: that state counts the batches handed out,
+        including the one Lightning prefetches, so a resume would skip a video. The datamodule records
+        the exact position instead and :func:`stream_loader` restores it."""
+
+        _resume_pending = False
+
+        def state_dict(self) -> dict[str, Any]:
+            return {}
+
+        def load_state_dict(self, state: dict[str, Any]) -> None:
+            if state:
+                super().load_state_dict(state)
+                self._resume_pending = True
+
+        def __iter__(self):
+            # litdata leaves resume mode only when an epoch's generator runs to its end, but Lightning
+            # stops after len(loader) batches without exhausting it; without this, every later epoch
+            # would replay the resumed one.
+            if self.restore and not self._resume_pending:
+                self.restore = False
+            self._resume_pending = False
+            yield from super().__iter__()
+
+    return VideoStreamLoader
+
+
+def stream_loader(dataset, batch_size: int, num_workers: int, resume: Progress | None = None):
+    """A litdata loader of whole-video batches over ``dataset``, after ``resume.consumed`` videos of ``resume.epoch``.
+
+    litdata counts epochs from 1 and starts a new one on every ``iter``; Lightning counts from 0.
+    """
+    loader = _loader_class()(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_videos,
+                             persistent_workers=num_workers > 0)
+    if resume is None:
+        return loader
+    if resume.consumed == 0:  # nothing of that epoch seen yet: the next iter starts it afresh
+        loader.current_epoch = resume.epoch
+        return loader
+    dataset.set_epoch(resume.epoch + 1)
+    workers, batches = max(num_workers, 1), -(-resume.consumed // batch_size)
+    loader.load_state_dict({
+        "dataset": dataset.state_dict(resume.consumed, num_workers, batch_size),
+        "current_epoch": resume.epoch + 1,
+        "num_samples_yielded": resume.consumed,
+        "latest_worker_idx": (batches - 1) % workers,
+    })
+    return loader
+
+
+class StreamingLatentDataModule(VideoLatentDataModule):
+    """Whole videos streamed from litdata chunks written by :func:`write_litdata` (local or object storage).
+
+    Prediction, ``lvg test`` suites and the resume position are :class:`VideoLatentDataModule`'s.
+    """
+
+    def __init__(
+        self,
+        input_dir: str = "data/shards/litdata",
+        batch_size: int = 1,
+        num_workers: int = 0,
+        shuffle: bool = True,
+        seed: int = 0,
+        val_dir: str | None = None,
+        cache_dir: str | None = None,
+        max_cache_size: str | None = None,
+        encoders: EncoderSpec = EncoderSpec(),
+        shard_dir: str = "data/shards",
+        min_latent_frames: int = 10,
+        predict_suite: str | None = None,
+        test_suite: str | None = None,
+    ):
+        """
+        Args:
+            input_dir: litdata dataset (``index.json`` + chunks): a local directory or ``s3://...`` URL.
+            batch_size: videos per batch (per process); the paper uses 1.
+            num_workers: DataLoader worker processes (each streams its own chunks).
+            shuffle: reshuffle every epoch (litdata: chunk order, then items inside chunks), from ``seed``.
+            seed: shuffling seed.
+            val_dir: litdata dataset of validation videos (not shuffled); None: no validation.
+            cache_dir: where chunks of a remote ``input_dir`` are cached (None: litdata's default).
+            max_cache_size: cache budget, e.g. ``"100GB"`` (None: litdata's default).
+            encoders: the encoders the shards were written with (for ``lvg prepare``, ``generate``, ``predict``).
+            shard_dir: where ``lvg prepare`` writes shards for this config; ``--format litdata`` also
+                writes their chunks to ``<shard_dir>/litdata``, the default ``input_dir``.
+            min_latent_frames: shortest clip ``lvg prepare`` keeps for this config (``1 + window``);
+                streaming itself takes what the chunks hold.
+            predict_suite: JSONL of generation jobs for ``lvg predict`` (see :mod:`lvg.data.prompt_suite`).
+            test_suite: JSONL benchmark suite for ``lvg test``.
+        """
+        super().__init__(shard_dir=shard_dir, batch_size=batch_size, num_workers=num_workers, seed=seed,
+                         min_latent_frames=min_latent_frames, predict_suite=predict_suite, test_suite=test_suite)
+        self.input_dir, self.shuffle, self.val_dir = input_dir, shuffle, val_dir
+        self.cache_dir, self.max_cache_size, self.encoder_spec = cache_dir, max_cache_size, encoders
+        self._encoders: Encoders | None = None
+
+    def encoders(self) -> Encoders | None:
+        """The encoders of ``encoders`` (built on first use); None for ``kind: none``."""
+        if self._encoders is None:
+            self._encoders = self.encoder_spec.build()
+        return self._encoders
+
+    def setup(self, stage: str | None = None) -> None:
+        """Nothing to read up front: litdata opens ``input_dir`` when the loader is built."""
+
+    def _world(self) -> tuple[int, int]:
+        """(world size, rank) of the attached trainer; (1, 0) without one."""
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def dataset(self, input_dir: str, shuffle: bool):
+        """A litdata StreamingDataset of ``input_dir`` sharded for this rank."""
+        require_litdata()
+        from litdata import StreamingDataset
+        from litdata.utilities.env import _DistributedEnv
+
+        world_size, rank = self._world()
+        dataset = StreamingDataset(input_dir, cache_dir=self.cache_dir, shuffle=shuffle, seed=self.seed,
+                                   drop_last=world_size > 1, max_cache_size=self.max_cache_size)
+        # litdata reads the world from torch.distributed; take Lightning's instead, which is the same under
+        # DDP and also right before the process group exists or for a rank simulated in a test.
+        num_nodes = getattr(self.trainer, "num_nodes", 1) if self.trainer is not None else 1
+        dataset.distributed_env = _DistributedEnv(world_size, rank, num_nodes)
+        return dataset
+
+    def train_dataloader(self):
+        resume, self._resume = self._resume, None
+        return stream_loader(self.dataset(self.input_dir, self.shuffle), self.batch_size, self.num_workers, resume)
+
+    def val_dataloader(self):
+        if self.val_dir is None:
+            return []
+        return stream_loader(self.dataset(self.val_dir, False), self.batch_size, self.num_workers)
+
+
+# --- raw clips, decoded and encoded on the fly ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RawClip:
+    """One kept clip of a manifest video: frames ``[start, end)`` of ``path``, resized to ``size``."""
+
+    id: str
+    path: str
+    start: int
+    end: int
+    size: tuple[int, int]
+    caption: str
+    latent_frames: int
+
+
+def read_clip(path: str, start: int, end: int, size: tuple[int, int], chunk: int = 64) -> torch.Tensor:
+    """Frames ``[start, end)`` of a video resized + centre-cropped to ``size``: ``(T, h, w, 3)`` uint8.
+
+    Decoded ``chunk`` frames at a time, so memory holds one chunk at source size (what ``lvg prepare``
+    does for the same clip; the frames are identical).
+    """
+    with open_video(path) as reader:
+        parts = [resize_to_bucket(reader.read(range(i, min(i + chunk, end))), size) for i in range(start, end, chunk)]
+    return torch.cat(parts)
+
+
+def encode_clip(frames: torch.Tensor, caption: str, encoders: Encoders,
+                dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """The training tensors of one clip, equal to what ``lvg prepare`` stores in its shard.
+
+    Args:
+        frames: ``(T, h, w, 3)`` uint8; cut to the codec's frame count (``4N - 3`` for a causal VAE).
+        caption: its caption.
+        encoders: codec, text and image encoders.
+        dtype: of the latents and features.
+
+    Returns:
+        ``latents (C, F, h', w')``, ``text (L, D)`` (valid tokens only), ``text_mask (L,)`` bool,
+        ``pooled (D_pool,)`` and ``image (L_i, D_img)`` when there is an image encoder.
+    """
+    codec = encoders.codec
+    usable = codec.num_pixel_frames(codec.num_latent_frames(len(frames)))
+    video = frames[:usable].permute(0, 3, 1, 2).unsqueeze(0)  # (1, T, 3, h, w)
+    text = encoders.text.encode([caption])
+    valid = text.mask[0].cpu()
+    tensors = {
+        "latents": codec.encode(video)[0].cpu().to(dtype),
+        "text": text.tokens[0].cpu()[valid].to(dtype),
+        "text_mask": torch.ones(int(valid.sum()), dtype=torch.bool),
+        "pooled": text.pooled[0].cpu().to(dtype),
+    }
+    if encoders.image is not None:
+        tensors["image"] = encoders.image.encode(video[:, 0])[0].cpu().to(dtype)
+    return tensors
+
+
+class RawClipDataset(torch.utils.data.Dataset):
+    """One item = one kept clip, decoded (and, with ``encode``, encoded) when asked for, in a DataLoader worker.
+
+    The encoders are built in the process that uses them (each worker builds its own on first use),
+    so nothing large is pickled to the workers. Without ``encode`` an item is ``id``, ``frames``
+    ``(T, h, w, 3)`` uint8 and ``caption``, encoded later on the training device
+    (:meth:`RawClipDataModule.on_after_batch_transfer`).
+    """
+
+    def __init__(self, clips: list[RawClip], encoders: EncoderSpec, dtype: torch.dtype = torch.float32,
+                 encode: bool = True):
+        self.clips, self.encoder_spec, self.dtype, self.encode = clips, encoders, dtype, encode
+        self._encoders: Encoders | None = None
+        # VideoLatentDataModule's sampler and curriculum read each video's length from here
+        self.videos = [{"id": c.id, "latent_frames": c.latent_frames} for c in clips]
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        clip = self.clips[i]
+        frames = read_clip(clip.path, clip.start, clip.end, clip.size)
+        if not self.encode:
+            return {"id": clip.id, "frames": frames, "caption": clip.caption}
+        if self._encoders is None:
+            self._encoders = self.encoder_spec.build()
+        return {"id": clip.id, **encode_clip(frames, clip.caption, self._encoders, self.dtype)}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_encoders": None}
+
+
+def collate_clips(items: list[dict[str, Any]]) -> dict[str, list]:
+    """Decoded clips as lists (``id``, ``frames``, ``caption``), to be encoded on the training device."""
+    return {key: [it[key] for it in items] for key in ("id", "frames", "caption")}
+
+
+def _clip_decision(task: Task) -> dict[str, Any]:
+    """``lvg prepare``'s scan of one video (decode, split at cuts, filter), without the frames: what the
+    filter cache stores."""
+    scan = scan_video(task)
+    kept = [c for c in scan.clips if c.frames is not None]
+    return {
+        "fps": scan.fps, "frames": scan.frames, "code": scan.code, "reason": scan.reason,
+        "size": list(kept[0].frames.shape[1:3]) if kept else None,
+        "clips": [{"shot": c.shot, "start": c.start, "end": c.end, "motion": c.motion, "code": c.code,
+                   "reason": c.reason} for c in scan.clips],
+    }
+
+
+class _Decide(torch.utils.data.Dataset):
+    """The filter pass as a dataset, so DataLoader workers decode in parallel."""
+
+    def __init__(self, tasks: list[Task]):
+        self.tasks = tasks
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __getitem__(self, i: int) -> tuple[str, dict[str, Any]]:
+        return self.tasks[i].id, _clip_decision(self.tasks[i])
+
+
+class FilterCache:
+    """Per-video filter decisions in one JSON file, so the decoding they take is done once.
+
+    An entry is keyed by the video's absolute path, size, modification time and every filter
+    setting (the scan task), so a changed file or setting is scanned again and nothing stale is used.
+    The file is rewritten atomically: an interrupted run loses nothing already saved.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.entries: dict[str, dict[str, Any]] = {}
+        if self.path.is_file():
+            try:
+                self.entries = json.loads(self.path.read_text())
+            except json.JSONDecodeError:
+                log.warning("filter cache %s is damaged; every video is scanned again.", self.path)
+
+    @staticmethod
+    def key(task: Task) -> str | None:
+        """The cache key of a scan task; None for a file that cannot be stat'ed (nothing to cache)."""
+        try:
+            stat = os.stat(task.path)
+        except OSError:
+            return None
+        settings = {k: v for k, v in dataclasses.asdict(task).items() if k not in ("id", "path")}
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return f"{os.path.abspath(task.path)}|{stat.st_size}|{stat.st_mtime_ns}|{digest}"
+
+    def save(self) -> None:
+        atomic_write_text(self.path, json.dumps(self.entries, indent=0, sort_keys=True))
+
+
+class RawClipDataModule(VideoLatentDataModule):
+    """Whole clips straight from raw videos: split, filtered, decoded and encoded on the fly.
+
+    The same clips, ids and tensors as ``lvg prepare`` with the same :class:`PrepareConfig` would
+    write as shards (a video split at cuts gives ``<id>-s<k>``), without storing latents. The scan
+    (decode, cut detection, dynamism) is done once per video in ``prepare_data`` -- in DataLoader
+    worker processes -- and cached in ``cache_dir``; every epoch then decodes only the kept clips,
+    in the loader's workers, and encodes them there or on the training device (``encode_on``).
+    Bad or rejected videos are skipped, counted, logged and listed in ``cache_dir/skipped.json``
+    (``id``, ``reason``); they never stop training. Loader settings, order (``random`` or
+    ``curriculum``), validation split and mid-epoch resume are :class:`VideoLatentDataModule`'s.
+    """
+
+    def __init__(
+        self,
+        manifest: str = "data/manifest.jsonl",
+        encoders: EncoderSpec = EncoderSpec(kind="toy"),
+        prepare: PrepareConfig | None = None,
+        cache_dir: str = "data/raw_clip_cache",
+        encode_on: Literal["worker", "device"] = "worker",
+        **kwargs: Any,
+    ):
+        """
+        Args:
+            manifest: canonical JSONL manifest (``id``, ``video``, ``caption``, optional ``start``/``end``).
+            encoders: the encoders clips are encoded with.
+            prepare: ``lvg prepare``'s filter settings (shot cuts, dynamism, buckets, ...); None: its
+                defaults. ``min_latent_frames`` left unset takes this datamodule's.
+            cache_dir: where the filter cache (``filter_cache.json``) and ``skipped.json`` are written.
+            encode_on: ``worker``: clips are encoded in the loader's workers (CPU; right for small
+                encoders such as the toy ones); ``device``: workers only decode, and each batch is
+                encoded once it is on the training device (the VAE and text encoders live on the GPU,
+                loaded once in the training process).
+            kwargs: settings of :class:`VideoLatentDataModule` (``batch_size``, ``num_workers``,
+                ``order``, ``val_videos``, ``min_latent_frames``, ``seed``, ...); ``shard_dir`` is
+                ``cache_dir/shards``, where ``lvg prepare`` with this config would write shards.
+        """
+        super().__init__(shard_dir=str(Path(cache_dir) / "shards"), **kwargs)
+        self.manifest, self.encoder_spec, self.cache_dir = manifest, encoders, Path(cache_dir)
+        if encode_on not in ("worker", "device"):
+            raise ValueError(f"encode_on must be 'worker' or 'device', got {encode_on!r}.")
+        self.prepare_config, self.encode_on = prepare, encode_on
+        self._dtype = torch.float32
+        self.skipped: list[dict[str, str]] = []
+        self._encoders: Encoders | None = None
+
+    def encoders(self) -> Encoders | None:
+        if self._encoders is None:
+            self._encoders = self.encoder_spec.build()
+        return self._encoders
+
+    def _plan(self) -> tuple[PrepareConfig, list[dict[str, Any]], list[Task], list[dict[str, str]]]:
+        """The resolved settings, valid manifest rows, their scan tasks, and the rows refused as they are."""
+        encoders = self.encoders()
+        if encoders is None:
+            raise ValueError("RawClipDataModule needs encoders to encode clips: set encoders.kind (toy, framepack-f1).")
+        config = resolve_config(self.prepare_config or PrepareConfig(), encoders, self.min_latent_frames)
+        min_frames = max(config.min_frames, encoders.codec.num_pixel_frames(config.min_latent_frames))
+        report = validate_manifest(self.manifest)
+        refused = [{"id": issue.id or issue.where, "reason": f"bad_row: {issue}"} for issue in report.issues]
+        tasks = [Task(row["id"], row["video_path"], row.get("start"), row.get("end"), min_frames, config.max_frames,
+                      config.buckets, 2 * encoders.codec.spatial_factor,
+                      config.cuts if config.split_shots else None,
+                      config.dynamism if config.filter_dynamism else None) for row in report.rows]
+        return config, report.rows, tasks, refused
+
+    def scan(self, tasks: list[Task], cache: FilterCache) -> dict[str, dict[str, Any]]:
+        """The decision of every task by video id: from ``cache``, or scanned (in ``num_workers`` DataLoader
+        workers) and saved to it."""
+        keys = {t.id: FilterCache.key(t) for t in tasks}
+        decisions = {t.id: cache.entries[keys[t.id]] for t in tasks if keys[t.id] in cache.entries}
+        todo = [t for t in tasks if t.id not in decisions]
+        if not todo:
+            return decisions
+        log.info("scanning %d videos for shot cuts and dynamism (cached in %s)", len(todo), cache.path)
+        loader = torch.utils.data.DataLoader(_Decide(todo), batch_size=None, num_workers=self.num_workers)
+        for done, (video_id, decision) in enumerate(loader, start=1):
+            decisions[video_id] = decision
+            if keys[video_id] is not None:  # a missing file has no key: it is not cached (and costs nothing)
+                cache.entries[keys[video_id]] = decision
+            if done % 64 == 0:  # a long first scan that is interrupted keeps what it did
+                cache.save()
+        cache.save()
+        return decisions
+
+    def prepare_data(self) -> None:
+        """The filter pass (once per node, before any process trains): fills the cache."""
+        _, _, tasks, _ = self._plan()
+        self.scan(tasks, FilterCache(self.cache_dir / "filter_cache.json"))
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in ("predict", "test"):
+            return
+        config, rows, tasks, skipped = self._plan()
+        # all from the cache when prepare_data ran; scanned here when used without a Trainer
+        decisions = self.scan(tasks, FilterCache(self.cache_dir / "filter_cache.json"))
+        codec = self.encoders().codec
+        clips: list[RawClip] = []
+        for row in rows:
+            decision = decisions[row["id"]]
+            if decision["code"]:
+                skipped.append({"id": row["id"], "reason": f"{decision['code']}: {decision['reason']}"})
+                continue
+            split = len(decision["clips"]) > 1
+            for c in decision["clips"]:
+                clip_id = f"{row['id']}-s{c['shot']}" if split else row["id"]
+                if c["code"]:
+                    skipped.append({"id": clip_id, "reason": f"{c['code']}: {c['reason']}"})
+                    continue
+                latent_frames = codec.num_latent_frames(c["end"] - c["start"])
+                if latent_frames < self.min_latent_frames:
+                    skipped.append({"id": clip_id, "reason": f"too_short: {latent_frames} latent frames < "
+                                                              f"min_latent_frames={self.min_latent_frames}"})
+                    continue
+                end = c["start"] + codec.num_pixel_frames(latent_frames)  # e.g. 4N - 3 frames for a causal VAE
+                clips.append(RawClip(clip_id, row["video_path"], c["start"], end, tuple(decision["size"]),
+                                     row["caption"], latent_frames))
+        self.skipped = sorted(skipped, key=lambda s: s["id"])
+        if self.trainer is None or self.trainer.is_global_zero:
+            atomic_write_text(self.cache_dir / "skipped.json", json.dumps(self.skipped, indent=1))
+        if self.skipped:
+            log.warning("%d videos/clips of %s are skipped (listed in %s): %s", len(self.skipped), self.manifest,
+                        self.cache_dir / "skipped.json", "; ".join(f"{s['id']}: {s['reason']}" for s in self.skipped))
+        clips.sort(key=lambda c: c.id)
+        if len(clips) <= self.val_videos:
+            raise ValueError(
+                f"{self.manifest}: {len(clips)} clips pass the filters but val_videos={self.val_videos}; nothing left "
+                f"to train on (reasons in {self.cache_dir / 'skipped.json'})."
+            )
+        split = len(clips) - self.val_videos
+        dtype = DTYPES[config.dtype]
+        encode = self.encode_on == "worker"
+        self.train_set = RawClipDataset(clips[:split], self.encoder_spec, dtype, encode)
+        self.val_set = RawClipDataset(clips[split:], self.encoder_spec, dtype, encode)
+        self._dtype = dtype
+
+    def _loader(self, dataset: RawClipDataset, sampler=None) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+            collate_fn=collate_videos if dataset.encode else collate_clips, persistent_workers=self.num_workers > 0,
+        )
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """With ``encode_on: device``: encode the decoded clips where the batch now is (the training device)."""
+        if "frames" not in batch:
+            return batch
+        encoders = self.encoders()
+        device = batch["frames"][0].device
+        for module in (encoders.codec, encoders.text, encoders.image):
+            if isinstance(module, torch.nn.Module):
+                module.to(device)
+        items = [{"id": i, **encode_clip(f, c, encoders, self._dtype)}
+                 for i, f, c in zip(batch["id"], batch["frames"], batch["caption"])]
+        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in collate_videos(items).items()}

@@ -1,0 +1,239 @@
+"""Toy-world truth metrics, benchmark suites, `lvg test` reports and `lvg compare` (CPU, no weights)."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lvg.cli import main
+from lvg.data.prompt_suite import read_suite, toy_world_suite, vbench_i2v_suite
+from lvg.data.toy_world import BACKGROUNDS, ToyWorldConfig, render_video, sample_video_spec
+from lvg.metrics.toy_world import ToyWorldTruth, segment_length
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+TOY = ToyWorldConfig(num_videos=12)
+
+
+@pytest.fixture(scope="module")
+def toy_videos():
+    return [render_video(sample_video_spec(TOY, i)) for i in range(TOY.num_videos)]
+
+
+def test_truth_metrics_agree_with_the_generators_labels(toy_videos):
+    """On real toy-world videos, pixel-based identity and recovery equal what the truth's own visibility
+    labels give; the pillar is always intact."""
+    metric = ToyWorldTruth()
+    for frames, truth in toy_videos:
+        values = metric.video_values(torch.from_numpy(frames), truth, fps=truth["fps"])
+        visible = torch.tensor([s["visible"] for s in truth["sprites"]])  # (K, T) truth labels
+        start = visible[:, 0]
+        n = segment_length(truth["num_frames"])
+        assert values["identity_consistency"] == pytest.approx(float(visible[start, -n:].any(dim=1).double().mean()))
+        assert values["occlusion_recovery"] == ToyWorldTruth._recovery(visible[start], gap=4)  # 0.5 s at 8 fps
+        assert values["occluder_persistence"] == 1.0
+        assert 0.7 < values["background_stability"] <= 1.0  # the camera pans over new texture
+    recoveries = [metric.video_values(torch.from_numpy(f), t, 8)["occlusion_recovery"] for f, t in toy_videos]
+    assert recoveries.count(1.0) == len(recoveries)  # every scripted leave / hide comes back
+
+
+def test_truth_metrics_catch_identity_changes_loss_and_drift(toy_videos):
+    frames, truth = toy_videos[0]
+    metric, t = ToyWorldTruth(), len(frames)
+    n = segment_length(t)
+    base = metric.video_values(torch.from_numpy(frames), truth, 8)
+    assert base["identity_consistency"] == 1.0
+
+    # A sprite that changes colour at the end has lost its identity.
+    recoloured = frames.copy()
+    k = 0
+    rgb = np.array(truth["sprites"][k]["rgb"], np.uint8)
+    recoloured[-n:][np.all(recoloured[-n:] == rgb, axis=-1)] = (255 - rgb[0], rgb[2], rgb[1])
+    values = metric.video_values(torch.from_numpy(recoloured), truth, 8)
+    assert values["identity_consistency"] == pytest.approx(1 - 1 / len(truth["sprites"]))
+
+    # A sprite painted over with background from the middle on: disappears and never comes back.
+    lost = frames.copy()
+    background = np.array(BACKGROUNDS[truth["background"]], np.uint8)
+    lost[t // 2 :][np.all(lost[t // 2 :] == rgb, axis=-1)] = background
+    values = metric.video_values(torch.from_numpy(lost), truth, 8)
+    assert values["occlusion_recovery"] < base["occlusion_recovery"]
+    assert values["identity_consistency"] < 1.0
+
+    # A frozen video: nothing drifts, nothing disappears (recovery undefined), the palette is identical.
+    frozen = np.repeat(frames[:1], t, axis=0)
+    values = metric.video_values(torch.from_numpy(frozen), truth, 8)
+    assert values["colour_drift"] == values["contrast_drift"] == 0.0
+    assert values["background_stability"] == pytest.approx(1.0)
+    assert values["occlusion_recovery"] is None
+
+    # A brightness ramp: colour drift equals the mean shift (closed form, no clipping at +20).
+    brighter = frames.astype(np.float32)
+    brighter[-n:] += 20
+    values = metric.video_values(torch.from_numpy(brighter).clamp(0, 255), truth, 8)
+    shifted = torch.from_numpy(brighter).clamp(0, 255)
+    expected = float((shifted[:n].mean(dim=(0, 1, 2)) - shifted[-n:].mean(dim=(0, 1, 2))).abs().mean())
+    assert values["colour_drift"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_truth_metric_reduces_sums_and_counts_like_ddp(toy_videos):
+    """Two shards (uneven) merged == one metric over all videos; undefined scores are not counted."""
+    full, parts = ToyWorldTruth(), [ToyWorldTruth(), ToyWorldTruth()]
+    videos = [(torch.from_numpy(f), t) for f, t in toy_videos[:5]]
+    full.update([v for v, _ in videos], [t for _, t in videos], fps=8)
+    parts[0].update([v for v, _ in videos[:2]], [t for _, t in videos[:2]], fps=8)
+    parts[1].update([v for v, _ in videos[2:]], [t for _, t in videos[2:]], fps=8)
+    parts[0].merge_state(parts[1])
+    for key, value in full.compute().items():
+        torch.testing.assert_close(parts[0].compute()[key], value, msg=key)
+    per_video = [full.video_values(v, t, 8)["background_stability"] for v, t in videos]
+    assert float(full.compute()["background_stability"]) == pytest.approx(sum(per_video) / len(per_video))
+    with pytest.warns(UserWarning, match="called before the ``update``"):
+        assert math.isnan(float(ToyWorldTruth().compute()["identity_consistency"]))
+    with pytest.raises(ValueError, match="2 videos but 1 truths"):
+        full.update([videos[0][0], videos[1][0]], [videos[0][1]], fps=8)
+
+
+def test_section_curves_split_after_the_start_frame(toy_videos):
+    frames, truth = toy_videos[1]
+    curves = ToyWorldTruth().section_values(torch.from_numpy(frames), truth, frames_per_section=9)
+    sections = (len(frames) - 1) // 9
+    assert all(len(v) == sections for v in curves.values())
+    expected = torch.from_numpy(frames[1:10]).float() @ torch.tensor([0.299, 0.587, 0.114])
+    assert curves["mean_luma"][0] == pytest.approx(float(expected.mean()), rel=1e-6)
+    assert all(v == 1.0 for v in curves["occluder"])
+
+
+def test_embedded_suite_holds_out_videos_and_groups_lengths(tmp_path):
+    suite = toy_world_suite(tmp_path / "bench", ToyWorldConfig(num_videos=16), {"short": 10, "long": 60}, 2)
+    jobs = read_suite(suite)
+    assert [j["group"] for j in jobs] == ["short", "short", "long", "long"]
+    assert [j["seconds"] for j in jobs] == [10, 10, 60, 60]
+    truths = [json.loads(Path(j["truth_path"]).read_text()) for j in jobs]
+    train = [sample_video_spec(ToyWorldConfig(num_videos=16), i).caption for i in range(16)]
+    assert not {j["prompt"] for j in jobs} & set(train)  # held out: another seed
+    assert truths[0]["id"] == "toy_0000" and len({t["id"] for t in truths}) == 4
+    assert toy_world_suite(tmp_path / "bench", ToyWorldConfig(num_videos=16), {"short": 10, "long": 60}, 2) == suite
+
+
+def test_vbench_i2v_suite_from_vbench_info(tmp_path):
+    images = tmp_path / "crop" / "16-9"
+    images.mkdir(parents=True)
+    Image.new("RGB", (64, 36)).save(images / "a cat.jpg")
+    info = tmp_path / "vbench2_i2v_full_info.json"
+    info.write_text(json.dumps([
+        {"image_name": "a cat.jpg", "prompt_en": "a cat walks", "dimension": ["subject_consistency"]},
+        {"image_name": "a hill.jpg", "prompt_en": "a hill", "dimension": ["background_consistency"]},
+    ]))
+    jobs = read_suite(vbench_i2v_suite(info, images, tmp_path / "suite.jsonl", {"short": 10, "long": 60}))
+    assert [(j["group"], j["prompt"]) for j in jobs] == [("short", "a cat walks"), ("long", "a cat walks")]
+    with pytest.raises(ValueError, match="a hill.jpg .* is missing; download the VBench-I2V images"):
+        vbench_i2v_suite(info, images, tmp_path / "all.jsonl", dimension=None)
+
+
+TINY = [
+    "--model.init_args.dit=debug",
+    '--model.init_args.dit_overrides={"in_channels": 12, "out_channels": 12, "text_embed_dim": 64, '
+    '"pooled_projection_dim": 64, "image_proj_dim": 48}',
+    "--model.init_args.memory_pack.window=3",
+    "--model.init_args.semantic_pack.dim=32",
+    "--model.init_args.semantic_pack.memory_grid=[2, 2]",
+    "--data.init_args.toy.num_videos=3", "--data.init_args.toy.min_seconds=2", "--data.init_args.toy.max_seconds=3",
+    "--data.init_args.min_latent_frames=4",
+]
+
+
+CONFIG = ["--config", str(CONFIGS / "teacher_forcing.yaml"), *TINY]
+BENCH = ["--model.init_args.sampling.steps=2", '--data.init_args.benchmark_seconds={"short": 1, "long": 2}',
+         "--data.init_args.benchmark_videos=2", "--ckpt_path", "runs/teacher_forcing/checkpoints/last.ckpt"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A directory holding a 1-step stage-1 run of the tiny model on a tiny toy world."""
+    root = tmp_path_factory.mktemp("run")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        main(["fit", *CONFIG, "--trainer.max_steps=1"])
+    return root
+
+
+def test_lvg_test_writes_the_report_and_lvg_compare_tables_runs(tiny_run, monkeypatch, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from lvg.data.video_io import read_video
+
+    tmp_path = tiny_run
+    monkeypatch.chdir(tmp_path)
+    config, bench = CONFIG, BENCH
+    main(["test", *config, *bench])
+    out = tmp_path / "runs/teacher_forcing/benchmark/last"
+    report = json.loads((out / "report.json").read_text())
+    assert report["num_videos"] == 4 and [v["group"] for v in report["videos"]] == ["short"] * 2 + ["long"] * 2
+    assert set(report["groups"]) == {"short", "long"}
+    frames = [v["frames"] for v in report["videos"]]
+    assert frames == [1 + 3 * 3] * 2 + [1 + 5 * 3] * 2  # 1 s / 2 s at 8 fps, 3 frames per section
+    for key in ("identity_consistency", "occlusion_recovery", "background_stability", "colour_drift"):
+        assert f"toy_world/{key}" in report["metrics"]
+    stability = [v["metrics"]["toy_world/background_stability"] for v in report["videos"]]
+    assert report["metrics"]["toy_world/background_stability"] == pytest.approx(sum(stability) / 4)
+    assert len(report["videos"][2]["sections"]["toy_world/identity"]) == 5
+    assert 0 < report["timing"]["metrics_share"] < 1
+    md = (out / "report.md").read_text()
+    assert "| | Identity ↑ | Recovery ↑ |" in md and "| short |" in md and "| long |" in md
+    for png in ("toy_world_identity", "toy_world_background", "toy_world_mean_luma"):
+        assert Image.open(out / "plots" / f"{png}.png").format == "PNG"
+    video, fps = read_video(out / "videos/long_toy_0003.mp4")
+    assert video.shape[0] == 16 and fps == 8
+    events = EventAccumulator(str(tmp_path / "runs/teacher_forcing/tensorboard")).Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"test/toy_world/identity_consistency", "test_curve/toy_world/identity/long"} <= scalars
+    assert [e.step for e in events.Scalars("test_curve/toy_world/background/long")] == [1, 2, 3, 4, 5]
+
+    # The same suite generated again is the same (one seed per job): a second run reproduces the report.
+    main(["test", *config, *bench, "--trainer.callbacks.output_dir=again", "--trainer.callbacks.name=again"])
+    again = json.loads((tmp_path / "again/report.json").read_text())
+    assert again["metrics"] == report["metrics"]
+
+    capsys.readouterr()
+    main(["compare", str(out), "again", "--names", "[stage1, rerun]", "--group", "long"])
+    table = capsys.readouterr().out
+    assert "| stage1 |" in table and "| rerun |" in table
+    with pytest.raises(SystemExit, match="lvg compare: error: .*nothing.json does not exist"):
+        main(["compare", "nothing.json"])
+
+
+def test_vbench_long_clip_rule():
+    from lvg.callbacks.benchmark import vbench_long_clips
+
+    video = torch.arange(50).view(50, 1, 1, 1)
+    clips = vbench_long_clips(video, fps=8)  # 16-frame clips; 50 = 3 x 16 + 2 -> one more clip of the last 16
+    assert [(int(c[0]), len(c)) for c in clips] == [(0, 16), (16, 16), (32, 16), (34, 16)]
+    assert [len(c) for c in vbench_long_clips(video[:48], fps=8)] == [16, 16, 16]
+    assert [len(c) for c in vbench_long_clips(video[:10], fps=8)] == [10]
+
+
+def test_lvg_test_on_two_ddp_processes_equals_one_process(tiny_run):
+    """2 CPU processes (gloo): the suite is split without duplicates, every job is generated with its
+    own seed, metric states are reduced and the records gathered: the same report as one process."""
+    import subprocess
+    import sys
+
+    single = json.loads((tiny_run / "runs/teacher_forcing/benchmark/last/report.json").read_text()) \
+        if (tiny_run / "runs/teacher_forcing/benchmark/last/report.json").is_file() else None
+    if single is None:
+        subprocess.run([sys.executable, "-m", "lvg", "test", *CONFIG, *BENCH], cwd=tiny_run, check=True,
+                       capture_output=True, timeout=300)
+        single = json.loads((tiny_run / "runs/teacher_forcing/benchmark/last/report.json").read_text())
+    result = subprocess.run(
+        [sys.executable, "-m", "lvg", "test", *CONFIG, *BENCH, "--trainer.strategy=ddp", "--trainer.devices=2",
+         "--trainer.callbacks.output_dir=ddp"], cwd=tiny_run, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ddp = json.loads((tiny_run / "ddp/report.json").read_text())
+    assert [v["id"] for v in ddp["videos"]] == [v["id"] for v in single["videos"]]  # each job once, in suite order
+    for key, value in single["metrics"].items():
+        assert ddp["metrics"][key] == pytest.approx(value, abs=1e-9), key
+    assert [v["metrics"] for v in ddp["videos"]] == [v["metrics"] for v in single["videos"]]
