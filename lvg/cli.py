@@ -165,7 +165,8 @@ class LvgCLI(LightningCLI):
             auto_configure_optimizers=False,  # stage modules own their optimizer (see StageModule)
             parser_kwargs={"description": f"lvg {__version__}: " + __doc__.split("\n\n")[0]
                            + " Also: `lvg prepare` (videos -> latent shards), `lvg plan` (memory per GPU), `lvg compare` "
-                           "(benchmark reports side by side), `lvg info --model PRESET`."},
+                           "(benchmark reports side by side), `lvg export-lora` (adapters in musubi-tuner's "
+                           "format), `lvg info --model PRESET`."},
             args=args,
             run=run,
         )
@@ -174,7 +175,8 @@ class LvgCLI(LightningCLI):
 def main(argv: list[str] | None = None) -> None:
     """Entry point; ``argv`` defaults to the command line."""
     words = sys.argv[1:] if argv is None else argv
-    tools = {"info": lambda: info_main, "prepare": _prepare_main, "plan": _plan_main, "compare": _compare_main}
+    tools = {"info": lambda: info_main, "prepare": _prepare_main, "plan": _plan_main, "compare": _compare_main,
+             "export-lora": _export_lora_main}
     if words[:1] and words[0] in tools:
         try:
             tools[words[0]]()(words[1:])
@@ -205,6 +207,12 @@ def _compare_main():
     from lvg.metrics.report import compare_main
 
     return compare_main
+
+
+def _export_lora_main():
+    from lvg.models.lora import export_main
+
+    return export_main
 
 
 def _root_cause(err: BaseException) -> BaseException:

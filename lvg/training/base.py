@@ -35,19 +35,24 @@ from torch import Tensor
 from lvg import flow
 from lvg.config import DiTConfig
 from lvg.models.dit import PackedDiT
+from lvg.models.lora import LoRAConfig, LoRALinear, apply_lora
 from lvg.models.memory_pack import MemoryPackConfig, MemoryPackState
 from lvg.models.semantic_pack import SemanticPack, SemanticPackConfig
 from lvg.models.weights import check_state_dict, load_dit, load_state_dict
 from lvg.sampling.pipeline import LongVideoPipeline, SamplingConfig
+from lvg.training import parallel
 
 # Stage hyper-parameters (saved in every checkpoint) include these config dataclasses; allow them
 # in torch's weights-only unpickler so `--ckpt_path` resumes without unsafe loading.
-torch.serialization.add_safe_globals([MemoryPackConfig, SemanticPackConfig, flow.SigmaSampling, SamplingConfig])
+torch.serialization.add_safe_globals(
+    [MemoryPackConfig, SemanticPackConfig, flow.SigmaSampling, SamplingConfig, LoRAConfig]
+)
 
 TRAINABLE_GROUPS: dict[str, tuple[str, ...]] = {
     "all": ("",),
     "output_layer": ("dit.norm_out.", "dit.proj_out."),
     "semantic_pack": ("semantic_pack.",),
+    "lora": (),  # the adapters (``lora_down`` / ``lora_up`` of LoRA layers), selected by module, not by prefix
 }
 """Named parameter groups for ``trainable``; any other token is used as a parameter-name prefix."""
 
@@ -63,7 +68,7 @@ class StageModule(L.LightningModule):
         semantic_pack: SemanticPackConfig = SemanticPackConfig(),
         sigma: flow.SigmaSampling = flow.SigmaSampling(),
         guidance: float = 10.0,
-        trainable: str = "all",
+        trainable: str | None = None,
         lr: float = 1e-4,
         betas: tuple[float, float] = (0.9, 0.999),
         weight_decay: float = 0.0,
@@ -77,6 +82,7 @@ class StageModule(L.LightningModule):
         histogram_every_n_steps: int = 50,
         sampling: SamplingConfig = SamplingConfig(),
         fps: float = 8.0,
+        lora: LoRAConfig | None = None,
     ):
         """
         Args:
@@ -86,8 +92,9 @@ class StageModule(L.LightningModule):
             semantic_pack: long-term memory settings (``enabled: false`` = FramePack-F1 baseline).
             sigma: training noise-level distribution.
             guidance: distilled-guidance value fed to the DiT (FramePack-F1 uses 10).
-            trainable: ``+``-joined groups (``all``, ``output_layer``, ``semantic_pack``) or
+            trainable: ``+``-joined groups (``all``, ``output_layer``, ``semantic_pack``, ``lora``) or
                 parameter-name prefixes (e.g. ``dit.single_transformer_blocks``); the rest is frozen.
+                Default: ``all``, or ``lora`` (the adapters only) when ``lora`` is set.
             lr: AdamW learning rate (the paper: 1e-5 on FramePack-F1).
             betas: AdamW betas.
             weight_decay: AdamW weight decay (decoupled).
@@ -102,6 +109,8 @@ class StageModule(L.LightningModule):
             histogram_every_n_steps: how often the sigma histogram goes to TensorBoard.
             sampling: sampler settings of ``lvg generate`` and ``lvg predict``.
             fps: frame rate that turns a job's ``seconds`` into sections in ``lvg predict``.
+            lora: LoRA adapters on the Linear layers of the DiT blocks (None: no LoRA); export them with
+                :func:`lvg.models.lora.save_lora` in musubi-tuner's FramePack format.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -109,11 +118,13 @@ class StageModule(L.LightningModule):
         config = DiTConfig.from_name(dit, **(dit_overrides or {}))
         self.dit = load_dit(pretrained, config=config) if pretrained else PackedDiT(config)
         self.dit.gradient_checkpointing = gradient_checkpointing
+        if lora is not None:  # before init_from, so a LoRA run's checkpoint loads into the same structure
+            apply_lora(self.dit, lora)
         self.semantic_pack = SemanticPack(semantic_pack, config) if semantic_pack.enabled else None
         self.memory_pack_config, self.sigma_sampling, self.sampling_config = memory_pack, sigma, sampling
         if init_from:
             self.load_weights(init_from)
-        self._set_trainable(trainable)
+        self._set_trainable(trainable or ("lora" if lora is not None else "all"))
 
     # --- setup -----------------------------------------------------------------------------------
 
@@ -121,9 +132,12 @@ class StageModule(L.LightningModule):
         """Weights only (no optimizer or loop state) from a stage checkpoint or a ``.safetensors`` export;
         strict, with every mismatching tensor named. ``argument`` names the option in errors."""
         file = Path(path)
-        if not file.is_file():
+        if not file.is_file() and not parallel.is_sharded_checkpoint(file):
             raise ValueError(f"{argument}: {path} does not exist; pass a stage checkpoint (.ckpt) or .safetensors file.")
-        if file.suffix == ".safetensors":
+        sharded = parallel.is_sharded_checkpoint(file)  # an FSDP run's checkpoint directory
+        if sharded:
+            state = parallel.sharded_weights(file)  # shapes only; read in place below, after the check
+        elif file.suffix == ".safetensors":
             state = load_state_dict([file])
         else:
             state = torch.load(file, map_location="cpu", weights_only=True).get("state_dict", {})
@@ -131,10 +145,18 @@ class StageModule(L.LightningModule):
             self.state_dict(), state, f"{argument} {path}", f"{type(self).__name__}({self.hparams.dit})",
             hint="Was it trained with the same dit / dit_overrides / semantic_pack settings?",
         )
-        self.load_state_dict(state)
+        if sharded:
+            parallel.load_sharded_weights(file, self.state_dict())
+        else:
+            self.load_state_dict(state)
 
     def _set_trainable(self, spec: str) -> None:
-        prefixes = [p for token in spec.split("+") for p in TRAINABLE_GROUPS.get(token.strip(), (token.strip(),))]
+        tokens = [token.strip() for token in spec.split("+")]
+        prefixes = [p for token in tokens for p in TRAINABLE_GROUPS.get(token, (token,))]
+        adapters = {id(p) for m in self.modules() if isinstance(m, LoRALinear)
+                    for p in (*m.lora_down.parameters(), *m.lora_up.parameters())}
+        if "lora" in tokens and not adapters:
+            raise ValueError("trainable: 'lora' needs LoRA layers; set `lora:` (e.g. `lora: {rank: 32}`).")
         names = [n for n, _ in self.named_parameters()]
         for prefix in prefixes:
             if not any(n.startswith(prefix) for n in names):
@@ -143,7 +165,8 @@ class StageModule(L.LightningModule):
                     "or a parameter-name prefix such as 'dit.transformer_blocks'."
                 )
         for name, param in self.named_parameters():
-            param.requires_grad_(any(name.startswith(p) for p in prefixes))
+            adapter = "lora" in tokens and id(param) in adapters
+            param.requires_grad_(adapter or any(name.startswith(p) for p in prefixes))
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -156,11 +179,26 @@ class StageModule(L.LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            # fp32 master weights for what trains: FramePack-F1 ships bf16, and AdamW updates at lr 1e-5 vanish in
+            # bf16. Frozen weights keep their dtype (memory); compute is bf16 via autocast / FSDP's param_dtype.
+            for p in self.trainable_parameters():
+                if p.is_floating_point() and p.dtype != torch.float32:
+                    p.data = p.data.float()
+
+    def configure_model(self) -> None:
+        """Under :class:`~lvg.training.parallel.FSDPStrategy`: shard the DiT (FSDP2); otherwise nothing."""
+        strategy = self._trainer.strategy if self._trainer is not None else None  # none in load_from_checkpoint
+        if isinstance(strategy, parallel.FSDPStrategy) and not parallel.is_sharded(next(self.dit.parameters())):
+            strategy.shard(self)
+
     def on_fit_start(self) -> None:
-        if self.trainer.world_size > 1 and not isinstance(self.trainer.strategy, DDPStrategy):
+        supported = (DDPStrategy, parallel.FSDPStrategy)
+        if self.trainer.world_size > 1 and not isinstance(self.trainer.strategy, supported):
             raise ValueError(
-                f"{type(self.trainer.strategy).__name__} is not supported by the section loop yet (it averages "
-                "gradients itself, once per video); use strategy: ddp."
+                f"{type(self.trainer.strategy).__name__} is not supported by the section loop (it averages "
+                "gradients itself, once per video); use strategy: ddp or lvg.training.parallel.FSDPStrategy."
             )
 
     def on_train_start(self) -> None:
@@ -190,6 +228,13 @@ class StageModule(L.LightningModule):
                 f"raise the datamodule's min_latent_frames to at least {1 + window}."
             )
         return min(sections, self.hparams.max_sections or sections)
+
+    def section_passes(self, sections: int) -> int:
+        """Section passes of this step: the video's own count, or under FSDP (where every forward and backward
+        is a collective) the largest count over all processes; the extra passes are not scored."""
+        if isinstance(self.trainer.strategy, parallel.FSDPStrategy):
+            return parallel.aligned_sections(sections, self.device)
+        return sections
 
     def step_generator(self, step: int | None = None, rank: int | None = None) -> torch.Generator:
         """CPU generator of one step (default: the current step and rank): same draws after a resume and
@@ -226,20 +271,25 @@ class StageModule(L.LightningModule):
 
     def video_gradients(
         self, batch: dict[str, Any], gen: torch.Generator, backward: Callable[..., None],
-        no_sync: Callable[[], AbstractContextManager],
+        no_sync: Callable[[], AbstractContextManager], passes: int | None = None,
     ) -> tuple[Tensor, Tensor]:
         """The section loop over one batch of videos: accumulates gradients of the mean section loss.
 
         ``backward(loss, retain_graph=...)`` and ``no_sync()`` come from the trainer (Lightning's
-        ``manual_backward`` and DDP's ``no_sync``). Returns the per-section losses and sigmas.
+        ``manual_backward`` and DDP's ``no_sync``). ``passes`` (>= the video's sections; FSDP's aligned
+        count) runs extra passes over the last section at loss weight 0: same graph, no gradient.
+        Returns the per-section losses and sigmas of the real sections.
         """
         sections, window = self.num_sections(batch), self.memory_pack_config.window
+        passes = sections if passes is None else passes
+        assert passes >= sections, (passes, sections)
         latents, state = batch["latents"], self.new_state(batch)
         # psi's graph spans sections (psi_0, truncated BPTT), so keep it alive across backward calls.
         retain = self.semantic_pack is not None and any(p.requires_grad for p in self.semantic_pack.parameters())
         losses, sigmas = [], []
-        for n in range(sections):
-            x0 = latents[:, :, 1 + n * window : 1 + (n + 1) * window]
+        for n in range(passes):
+            real, k = n < sections, min(n, sections - 1)
+            x0 = latents[:, :, 1 + k * window : 1 + (k + 1) * window]
             x_sigma, noise, sigma = self.noisy_section(x0, gen)
             with no_sync():
                 v = self.velocity(x_sigma, sigma, state.context())
@@ -249,9 +299,10 @@ class StageModule(L.LightningModule):
                         f"Non-finite loss ({loss.item()}) at step {self.global_step}, section {n}, videos {batch['id']}; "
                         "stopping. The last checkpoint was written before this step and is left untouched."
                     )
-                backward(loss / sections, retain_graph=retain)
-            losses.append(loss.detach())
-            sigmas.append(sigma)
+                backward(loss * (1 / sections if real else 0.0), retain_graph=retain)
+            if real:
+                losses.append(loss.detach())
+                sigmas.append(sigma)
             with torch.no_grad():
                 history = self.next_history(x0=x0, x_sigma=x_sigma, v=v.detach(), sigma=sigma, state=state, gen=gen)
             state.update(history)
@@ -260,12 +311,13 @@ class StageModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
-        # Every backward runs without DDP's sync; the video's gradients are averaged once, after the loop.
+        # DDP: every backward runs without sync; the video's gradients are averaged once, after the loop.
+        # FSDP: every backward reduce-scatters, so all ranks run the same number of section passes.
+        passes = self.section_passes(self.num_sections(batch))
         losses, sigmas = self.video_gradients(batch, self.step_generator(), self.manual_backward,
-                                              lambda: optimizer.toggle_model(sync_grad=False))
+                                              lambda: optimizer.toggle_model(sync_grad=False), passes=passes)
         self.average_gradients_across_processes()
-        max_norm = self.hparams.max_grad_norm
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), max_norm or float("inf"))
+        grad_norm = parallel.clip_grad_norm(self.trainable_parameters(), self.hparams.max_grad_norm or None)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
@@ -277,11 +329,14 @@ class StageModule(L.LightningModule):
 
         DDP's own gradient hooks expect one backward per forward; the section loop runs several, with
         parameters that only some sections touch (psi's projections, Memorize), so every backward
-        runs under ``no_sync`` and the sum is averaged here, once per optimizer step.
+        runs under ``no_sync`` and the sum is averaged here, once per optimizer step. Under FSDP this
+        covers the replicated parameters (SemanticPack); FSDP averages the sharded ones itself.
         """
         if self.trainer.world_size < 2 or not torch.distributed.is_initialized():
             return
-        params = self.trainable_parameters()
+        params = [p for p in self.trainable_parameters() if not parallel.is_sharded(p)]
+        if not params:
+            return
         for p in params:  # a parameter unused on this rank still takes part, with a zero gradient
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
@@ -307,13 +362,15 @@ class StageModule(L.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         """Teacher-forced flow-matching loss with fixed draws: comparable across stages and runs."""
         gen = torch.Generator().manual_seed(self.hparams.seed + batch_idx)
-        state, window = self.new_state(batch), self.memory_pack_config.window
+        state, window, sections = self.new_state(batch), self.memory_pack_config.window, self.num_sections(batch)
         losses = []
-        for n in range(self.num_sections(batch)):
-            x0 = batch["latents"][:, :, 1 + n * window : 1 + (n + 1) * window]
+        for n in range(self.section_passes(sections)):
+            k = min(n, sections - 1)
+            x0 = batch["latents"][:, :, 1 + k * window : 1 + (k + 1) * window]
             x_sigma, noise, sigma = self.noisy_section(x0, gen)
             v = self.velocity(x_sigma, sigma, state.context())
-            losses.append(F.mse_loss(v.float(), flow.velocity_target(x0, noise).float()))
+            if n < sections:
+                losses.append(F.mse_loss(v.float(), flow.velocity_target(x0, noise).float()))
             state.update(x0)
         loss = torch.stack(losses).mean()
         self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["id"]))
