@@ -32,6 +32,7 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 
 from lvg.data.shards import read_shard
 from lvg.sampling.pipeline import LongVideoPipeline, SamplingConfig
+from lvg.training import parallel
 
 
 def gif_bytes(frames: np.ndarray, fps: float) -> bytes:
@@ -49,7 +50,8 @@ def log_gif(logger: TensorBoardLogger, tag: str, frames: np.ndarray, fps: float,
 
 
 class SampleVideoLogger(L.Callback):
-    """Generate and log short sample videos every N training steps (rank 0, TensorBoard loggers)."""
+    """Generate and log short sample videos every N training steps (rank 0 logs to TensorBoard loggers;
+    under FSDP every rank takes part in generating)."""
 
     def __init__(self, every_n_steps: int = 100, sections: int = 3, num_videos: int = 1, fps: float = 8.0,
                  sampling: SamplingConfig = SamplingConfig(steps=10), seed: int = 0):
@@ -82,7 +84,9 @@ class SampleVideoLogger(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
         loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
-        if step % self.every_n_steps or not trainer.is_global_zero or not loggers:
+        # A sharded DiT (FSDP) runs collectives in every forward: then every rank generates, rank 0 logs.
+        sharded = parallel.is_sharded(next(pl_module.dit.parameters()))
+        if step % self.every_n_steps or not loggers or not (trainer.is_global_zero or sharded):
             return
         encoders = getattr(trainer.datamodule, "encoders", lambda: None)()
         if encoders is None:
@@ -95,6 +99,8 @@ class SampleVideoLogger(L.Callback):
         videos = pipeline(images, prompts, num_sections=self.sections, fps=self.fps, seed=self.seed,
                           progress=False).numpy()
         pl_module.train(was_training)
+        if not trainer.is_global_zero:
+            return
         per_section = pipeline.frames_per_section()
         for i, video in enumerate(videos):
             sections = video[1:].reshape(self.sections, per_section, *video.shape[1:])
