@@ -12,6 +12,7 @@ import torch
 
 from lvg.data.datamodule import ToyWorldDataModule, VideoShardDataset, collate_videos
 from lvg.data.prepare import TOY_PREPARE, PrepareConfig
+from lvg.data.reader import VideoReadError
 from lvg.data.shards import read_index
 from lvg.data.toy_world import ToyWorldConfig
 from lvg.models.memory_pack import MemoryPackConfig
@@ -230,6 +231,26 @@ def test_raw_clips_equal_the_shard_batches_and_bad_files_are_skipped_and_reporte
         assert batch.keys() == {"id", "frames", "caption"} and batch["frames"][0].dtype == torch.uint8
         encoded = on_device.on_after_batch_transfer(batch, 0)
         assert_batches_equal(encoded, collate_videos([shard_videos[i] for i in batch["id"]]))
+
+
+def test_a_file_that_goes_bad_after_the_scan_is_skipped_not_fatal(raw_manifest, tmp_path, caplog):
+    import shutil
+
+    rows = [json.loads(line) for line in raw_manifest.read_text().splitlines()][:2]
+    for k, row in enumerate(rows):  # private copies: one is truncated under the running datamodule
+        shutil.copy(row["video"], tmp_path / f"v{k}.mp4")
+        row["video"] = f"v{k}.mp4"
+    manifest = tmp_path / "two.jsonl"
+    manifest.write_text("\n".join(json.dumps(r) for r in rows))
+    dm = raw(manifest, tmp_path / "cache")
+    dm.setup("fit")
+    dataset = dm.train_set
+    (tmp_path / "v0.mp4").write_bytes(b"gone")
+    item = dataset[0]  # clip 0's file is no longer a video: the next clip is used, with a warning
+    assert item["id"] == dataset.clips[1].id and f"skipping clip {dataset.clips[0].id}" in caplog.text
+    (tmp_path / "v1.mp4").unlink()
+    with pytest.raises(VideoReadError, match="none of the 2 clips can be read any more"):
+        dataset[0]
 
 
 def test_raw_clips_resume_mid_epoch_with_the_next_clip(raw_manifest, tmp_path):

@@ -42,7 +42,7 @@ import torch
 from lvg.data.datamodule import Progress, VideoLatentDataModule, collate_videos
 from lvg.data.manifest import validate_manifest
 from lvg.data.prepare import DTYPES, PrepareConfig, Task, resolve_config, scan_video
-from lvg.data.reader import open_video, resize_to_bucket
+from lvg.data.reader import VideoReadError, open_video, resize_to_bucket
 from lvg.data.shards import read_index, read_shard
 from lvg.io import atomic_write_text
 from lvg.models.encoders import Encoders, PixelCodec, ToyImageEncoder, ToyTextEncoder
@@ -372,13 +372,29 @@ class RawClipDataset(torch.utils.data.Dataset):
         return len(self.clips)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        clip = self.clips[i]
-        frames = read_clip(clip.path, clip.start, clip.end, clip.size)
+        clip, frames = self._read(i)
         if not self.encode:
             return {"id": clip.id, "frames": frames, "caption": clip.caption}
         if self._encoders is None:
             self._encoders = self.encoder_spec.build()
         return {"id": clip.id, **encode_clip(frames, clip.caption, self._encoders, self.dtype)}
+
+    def _read(self, i: int) -> tuple[RawClip, torch.Tensor]:
+        """Clip ``i``, or -- when its file was changed or removed since the filter scan -- the next readable
+        clip, with a warning: a long run never stops on a file that went bad under it."""
+        for k in range(len(self.clips)):
+            clip = self.clips[(i + k) % len(self.clips)]
+            try:
+                frames = read_clip(clip.path, clip.start, clip.end, clip.size)
+            except VideoReadError as err:
+                log.warning("skipping clip %s (unreadable since the filter scan: %s); using the next clip", clip.id, err)
+                continue
+            if len(frames) == clip.end - clip.start:
+                return clip, frames
+            log.warning("skipping clip %s (%d of %d frames decode since the filter scan); using the next clip",
+                        clip.id, len(frames), clip.end - clip.start)
+        raise VideoReadError(self.clips[i].path, f"none of the {len(self.clips)} clips can be read any more; "
+                             "delete the filter cache to rescan the manifest")
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_encoders": None}
