@@ -120,10 +120,17 @@ class LvgTrainer(Trainer):
             raise ValueError("generate: the datamodule in the config does not name its encoders (codec, text, image).")
         if ckpt_path is not None:
             model.load_weights(ckpt_path, argument="ckpt_path")
-        model.to(self.strategy.root_device).eval()
+        device = self.strategy.root_device
+        if model.sampling_config.offload:  # the DiT's blocks stay in CPU memory; the pipeline streams them
+            for child in model.children():
+                if child is not model.dit:
+                    child.to(device)
+            model.eval()
+        else:
+            model.to(device).eval()
         # Sampler settings live with the model (``model.sampling``), shared with ``lvg predict``.
         pipeline = LongVideoPipeline(model.dit, model.memory_pack_config, encoders, model.semantic_pack,
-                                     model.sampling_config)
+                                     model.sampling_config, device=device)
         num_sections = sections if sections is not None else pipeline.sections_for(seconds, fps)
         end = load_image(end_image, encoders.frame_size) if end_image is not None else None
         paths = pipeline(load_image(image, encoders.frame_size), [schedule], num_sections=num_sections, fps=fps,

@@ -342,6 +342,9 @@ class PackedDiT(nn.Module):
 
         # Switch: recompute each block's activations in backward (less memory, one more forward).
         self.gradient_checkpointing = False
+        # Inference hook: a callable ``(run_blocks, x, c, temb, mask, rope) -> (x, c)`` that may skip
+        # the blocks, e.g. TeaCache (:mod:`lvg.sampling.teacache`); None runs them.
+        self.block_cache = None
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -409,6 +412,15 @@ class PackedDiT(nn.Module):
             raise ValueError(f"PackedDiT: {name} must have shape ({batch}, L, {width}), got {tuple(x.shape)}.")
 
     # --- forward -------------------------------------------------------------------------------
+
+    def run_blocks(self, x: Tensor, c: Tensor, temb: Tensor, mask: Tensor | None, rope: Rope) -> tuple[Tensor, Tensor]:
+        """All dual- then single-stream blocks: video ``(B, N, D)`` and conditioning ``(B, L, D)`` streams."""
+        for block in (*self.transformer_blocks, *self.single_transformer_blocks):
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                x, c = checkpoint(block, x, c, temb, mask, rope, use_reentrant=False)
+            else:
+                x, c = block(x, c, temb, mask, rope)
+        return x, c
 
     def forward(
         self,
@@ -537,11 +549,10 @@ class PackedDiT(nn.Module):
             video = torch.ones(b, x.shape[1], dtype=torch.bool, device=device)
             mask = torch.cat([video, c_mask], dim=1)[:, None, None, :]  # (B, 1, 1, N + L)
 
-        for block in (*self.transformer_blocks, *self.single_transformer_blocks):
-            if self.gradient_checkpointing and torch.is_grad_enabled():
-                x, c = checkpoint(block, x, c, temb, mask, rope, use_reentrant=False)
-            else:
-                x, c = block(x, c, temb, mask, rope)
+        if self.block_cache is None:
+            x, c = self.run_blocks(x, c, temb, mask, rope)
+        else:
+            x, c = self.block_cache(self.run_blocks, x, c, temb, mask, rope)
 
         x = self.proj_out(self.norm_out(x[:, -tp * hp * wp :], temb))  # (B, T'H'W', C*pt*p*p)
         p, pt = cfg.patch_size, cfg.patch_size_t

@@ -34,6 +34,8 @@ from lvg.models.dit import PackedDiT
 from lvg.models.encoders import Encoders, VideoCodec
 from lvg.models.memory_pack import MemoryPackConfig, MemoryPackState
 from lvg.models.semantic_pack import SemanticPack
+from lvg.sampling import teacache
+from lvg.sampling.offload import enable_block_offload
 from lvg.sampling.prompts import PromptSchedule
 from lvg.sampling.samplers import cfg_velocity, sample
 
@@ -56,10 +58,20 @@ class SamplingConfig:
     """CFG rescale towards the conditional prediction's std (0 = off)."""
     negative_prompt: str = ""
     """Negative prompt for real CFG."""
+    offload: bool = False
+    """Keep the DiT's blocks in CPU memory and stream each to the GPU as it runs (:mod:`lvg.sampling.offload`):
+    the 13B model in bf16 fits a consumer GPU, at the cost of one host-to-device copy of the weights per call."""
+    teacache_threshold: float | None = None
+    """TeaCache (:mod:`lvg.sampling.teacache`, LOSSY): skip the blocks on steps whose input barely changed until
+    the accumulated change reaches this threshold (FramePack: 0.15, ~2x faster). None = off, exact sampling."""
 
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"SamplingConfig.steps must be >= 1, got {self.steps}.")
+        if self.teacache_threshold is not None and not self.teacache_threshold > 0:
+            raise ValueError(
+                f"SamplingConfig.teacache_threshold must be > 0 or null (off), got {self.teacache_threshold}."
+            )
         if self.sampler not in ("unipc", "euler"):
             raise ValueError(f"SamplingConfig.sampler must be 'unipc' or 'euler', got {self.sampler!r}.")
 
@@ -114,7 +126,9 @@ class LongVideoPipeline:
     """Section-by-section sampler over a PackedDiT + MemoryPack (also Student Forcing's rollout engine).
 
     ``encoders`` (codec, text, image) are needed to start from images and prompts; rollouts on
-    latents (:meth:`denoise_section`) work without them.
+    latents (:meth:`denoise_section`) work without them. With ``sampling.offload`` the DiT's blocks
+    are moved to CPU memory on construction and run on ``device`` (default: the current CUDA device,
+    else the CPU); the rest of the DiT moves to ``device``.
     """
 
     def __init__(
@@ -124,9 +138,14 @@ class LongVideoPipeline:
         encoders: Encoders | None,
         semantic_pack: SemanticPack | None = None,
         sampling: SamplingConfig = SamplingConfig(),
+        device: torch.device | str | None = None,
     ):
         self.dit, self.memory_pack, self.encoders = dit, memory_pack, encoders
         self.semantic_pack, self.sampling = semantic_pack, sampling
+        if sampling.offload:
+            if device is None:
+                device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else "cpu"
+            enable_block_offload(dit, device)
 
     # --- timing ----------------------------------------------------------------------------------
 
@@ -140,8 +159,10 @@ class LongVideoPipeline:
     # --- conditioning ----------------------------------------------------------------------------
 
     def _device_dtype(self) -> tuple[torch.device, torch.dtype]:
+        """Where the DiT computes (the execution device when offloaded) and its dtype."""
         p = next(self.dit.parameters())
-        return p.device, p.dtype
+        offload = getattr(self.dit, "block_offload", None)
+        return (offload.device if offload is not None else p.device), p.dtype
 
     def _text(self, prompts: list[str]) -> dict[str, Tensor]:
         device, dtype = self._device_dtype()
@@ -172,14 +193,20 @@ class LongVideoPipeline:
         guidance = torch.full((b,), flow.TIMESTEP_SCALE * cfg.guidance, device=noise.device)
 
         dtype = next(self.dit.parameters()).dtype
+        # TeaCache: fresh caches per section, one per CFG branch (their inputs differ).
+        caches = [None, None]
+        if cfg.teacache_threshold is not None:
+            caches = [teacache.TeaCache(self.dit, cfg.teacache_threshold, cfg.steps) for _ in range(2)]
 
         def velocity(x: Tensor, sigma: Tensor) -> Tensor:
             # The sampler integrates in float32; only the model runs in its own dtype (bf16 on GPU).
             timestep = flow.timestep_from_sigma(sigma.float().expand(b).to(x.device))
-            v = self.dit(hidden_states=x.to(dtype), timestep=timestep, guidance=guidance, **context).float()
+            with teacache.attach(self.dit, caches[0]):
+                v = self.dit(hidden_states=x.to(dtype), timestep=timestep, guidance=guidance, **context).float()
             if negative is None:
                 return v
-            v_neg = self.dit(hidden_states=x.to(dtype), timestep=timestep, guidance=guidance, **negative).float()
+            with teacache.attach(self.dit, caches[1]):
+                v_neg = self.dit(hidden_states=x.to(dtype), timestep=timestep, guidance=guidance, **negative).float()
             return cfg_velocity(v, v_neg, cfg.cfg_scale, cfg.cfg_rescale)
 
         c = self.dit.config
@@ -274,7 +301,8 @@ class LongVideoPipeline:
         return {
             "images_sha256": hashlib.sha256(images.cpu().numpy().tobytes()).hexdigest(),
             "prompts": [list(map(list, s.entries)) for s in schedules],
-            "num_sections": num_sections, "fps": fps, "seed": seed if isinstance(seed, int) else list(seed), "sampling": asdict(self.sampling),
+            "num_sections": num_sections, "fps": fps, "seed": seed if isinstance(seed, int) else list(seed),
+            "sampling": {k: v for k, v in asdict(self.sampling).items() if k != "offload"},  # offload is exact
             "memory_pack": asdict(self.memory_pack), "dit": self.dit.config.to_dict(), "weights": self._weights_digest(),
         }
 
