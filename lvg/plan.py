@@ -8,8 +8,8 @@ Activations are measured, not guessed: one training-section pass of the DiT runs
 the config's real token counts (noisy window, packed history from :func:`lvg.models.packing.pack_history`,
 image, memory and text tokens) under :func:`torch.autograd.graph.saved_tensors_hooks`, which sums
 the bytes autograd keeps for backward (deduplicated by storage, parameters excluded), per block.
-With gradient checkpointing a block keeps only its inputs, and backward recomputes one block at a
-time: ``non-block saves + sum of block inputs + the largest block's saves``.
+The pass runs twice: without and with gradient checkpointing (where a block keeps only its inputs);
+backward then recomputes one block at a time, so the checkpointed peak adds the largest block's saves.
 
 The pass runs the embedders, blocks and output layer directly (for batch 1 without padding, as
 :meth:`PackedDiT.forward` does): the forward's input checks read tensor values (``bool(mask.all())``),
@@ -142,7 +142,7 @@ def build_module(model: dict[str, Any]) -> nn.Module:
     parser.add_subclass_arguments(StageModule, "model")
     try:
         cfg = parser.parse_object({"model": {"class_path": model["class_path"], "init_args": init_args}})
-        return parser.instantiate_classes(cfg).model
+        return parser.instantiate(cfg).model
     except Exception as err:  # jsonargparse reports unknown fields / classes as various error types
         raise PlanError(f"model section: {err}") from err
 
@@ -192,7 +192,7 @@ def _tensors(value: Any) -> list[Tensor]:
 
 def _section_forward(
     dit: PackedDiT, window: int, latent_hw: tuple[int, int], cond_len: int, dtype: torch.dtype,
-    history_sizes: tuple[int, int, int] | None,
+    history_sizes: tuple[int, int, int] | None, cond_grad: bool,
 ) -> int:
     """One training-section pass of ``dit`` at batch 1 (its embedders, blocks and output layer, as
     :meth:`PackedDiT.forward` runs them without padding); returns the video token count."""
@@ -215,9 +215,11 @@ def _section_forward(
             ropes.insert(0, rope)
     x = torch.cat(tokens, dim=1)  # (1, N, D)
     rope = (torch.cat([r[0] for r in ropes], 1).to(dtype), torch.cat([r[1] for r in ropes], 1).to(dtype))
-    # The conditioning stream [image, memory, text] and temb, as the token refiner / projections hand them over.
-    c = torch.randn(1, cond_len, cfg.inner_dim, dtype=dtype, requires_grad=True)
-    temb = torch.randn(1, cfg.inner_dim, dtype=dtype, requires_grad=True)
+    # The conditioning stream [image, memory, text] and temb, as the token refiner / projections hand them over;
+    # they need gradients only when a module producing them trains (else frozen blocks save far less).
+    c = torch.randn(1, cond_len, cfg.inner_dim, dtype=dtype, requires_grad=cond_grad)
+    temb_grad = any(p.requires_grad for p in dit.time_text_embed.parameters())
+    temb = torch.randn(1, cfg.inner_dim, dtype=dtype, requires_grad=temb_grad)
     x, c = dit.run_blocks(x, c, temb, None, rope)
     noisy = window // cfg.patch_size_t * hp * wp
     out = dit.proj_out(dit.norm_out(x[:, -noisy:], temb))
@@ -228,7 +230,7 @@ def _section_forward(
 def measure_activations(
     dit: PackedDiT, window: int, latent_hw: tuple[int, int], memory_tokens: int = 0,
     text_tokens: int = TEXT_TOKENS, image_tokens: int = IMAGE_TOKENS, dtype: torch.dtype = torch.bfloat16,
-    history_sizes: tuple[int, int, int] | None = None,
+    history_sizes: tuple[int, int, int] | None = None, memory_requires_grad: bool = False,
 ) -> Activations:
     """Saved-for-backward bytes of one training-section pass of ``dit`` (built under FakeTensorMode).
 
@@ -240,6 +242,7 @@ def measure_activations(
         text_tokens / image_tokens: conditioning lengths (image only with ``has_image_proj``).
         dtype: compute dtype.
         history_sizes: 4x/2x/1x history frames (None: the packing default, FramePack-F1's).
+        memory_requires_grad: the memory tokens carry gradients (SemanticPack trains).
     """
     cfg = dit.config
     h, w = latent_hw
@@ -253,6 +256,8 @@ def measure_activations(
     index = {id(b): i for i, b in enumerate(blocks)}
     inputs: dict[int, int] = {}
     cond_len = text_tokens + memory_tokens + (image_tokens if dit.image_projection is not None else 0)
+    cond_modules = [dit.context_embedder, *([dit.image_projection] if dit.image_projection is not None else [])]
+    cond_grad = memory_requires_grad or any(p.requires_grad for m in cond_modules for p in m.parameters())
 
     def section_pass(checkpointing: bool) -> tuple[_SavedBytes, int]:
         hooks = _SavedBytes(params)
@@ -268,7 +273,7 @@ def measure_activations(
         enabled, dit.gradient_checkpointing = dit.gradient_checkpointing, checkpointing
         try:
             with torch.autograd.graph.saved_tensors_hooks(hooks.pack, lambda t: t), torch.enable_grad():
-                video = _section_forward(dit, window, (h, w), cond_len, dtype, history_sizes)
+                video = _section_forward(dit, window, (h, w), cond_len, dtype, history_sizes, cond_grad)
         finally:
             dit.gradient_checkpointing = enabled
             for handle in handles:
@@ -282,19 +287,23 @@ def measure_activations(
         blocks=saves,
         block_inputs=[inputs.get(i, 0) for i in range(len(blocks))],
         other=full.other,
-        # Backward recomputes one block at a time on top of what the checkpointed pass keeps.
-        checkpointed=checkpointed.other + sum(checkpointed.blocks.values()) + max(saves, default=0),
+        # Backward recomputes one block at a time on top of what the checkpointed pass keeps. A block that saves
+        # nothing without checkpointing (frozen, no gradient flowing through it) frees its checkpoint frame, so the
+        # inputs the hooks saw it pack are not kept: count at most the block's own saves.
+        checkpointed=checkpointed.other + sum(min(checkpointed.blocks.get(i, 0), s) for i, s in enumerate(saves))
+        + max(saves, default=0),
         tokens={"video": video, "noisy": window * hp * wp // cfg.patch_size_t, "conditioning": cond_len},
         method="measured (FakeTensor saved_tensors_hooks; token refiner and SemanticPack not included)",
     )
 
 
 def analytic_activations(dit: PackedDiT, video_tokens: int, cond_tokens: int, dtype_bytes: int = 2) -> Activations:
-    """Fallback estimate when the fake pass fails: per block ~ ``(12 + 6 * mlp_ratio) * D`` values per token
-    (inputs of every Linear, norm, attention q/k/v/out and the MLP hidden state)."""
+    """Fallback estimate when the fake pass fails: per block ``(10 + 4.5 * mlp_ratio) * D`` values per token
+    (inputs of every Linear, norm and attention, the MLP hidden state; 28 D at ratio 4, what the fake pass
+    measures for FramePack-F1's dual-stream block, its single-stream block saves 25 D)."""
     cfg = dit.config
     blocks = [m for m in dit.modules() if isinstance(m, type(dit).block_types)]
-    per_token = int((12 + 6 * cfg.mlp_ratio) * cfg.inner_dim) * dtype_bytes
+    per_token = int((10 + 4.5 * cfg.mlp_ratio) * cfg.inner_dim) * dtype_bytes
     n = video_tokens + cond_tokens
     return Activations(
         blocks=[per_token * n] * len(blocks), block_inputs=[n * cfg.inner_dim * dtype_bytes] * len(blocks),
@@ -421,9 +430,13 @@ def plan_main(argv: list[str]) -> None:
             memory = sp.cfg.memory_tokens if sp is not None else 0
             dtype = torch.bfloat16 if precision == "bf16-mixed" or args.mode == "generate" else torch.float32
             mp = module.memory_pack_config
+            memory_grad = sp is not None and any(p.requires_grad for p in sp.parameters())
+            if args.mode == "generate":  # a block's working set, measured as what training would save of it
+                module.requires_grad_(True)
+                memory_grad = True
             try:
                 activations = measure_activations(module.dit, mp.window, latent, memory, dtype=dtype,
-                                                  history_sizes=mp.history_sizes)
+                                                  history_sizes=mp.history_sizes, memory_requires_grad=memory_grad)
             except (RuntimeError, NotImplementedError) as err:  # an op FakeTensor cannot run: say so and estimate
                 cfg = module.dit.config
                 video = (mp.window + sum(mp.history_sizes)) * latent[0] * latent[1] // cfg.patch_size**2

@@ -121,15 +121,15 @@ class DynamicDegree(VideoMetric):
         super().__init__(**kwargs)
         self.num_flow_updates = num_flow_updates
         self.batch_size = batch_size
-        # A tuple keeps the frozen net out of state_dict() (and hence out of training checkpoints).
-        self._flow_net: tuple[nn.Module, ...] = () if flow is not None else (load_raft(weights),)
-        self._flow = flow
+        # Tuples keep the frozen nets out of state_dict() (and hence out of training checkpoints).
+        self._raft: tuple[nn.Module, ...] = () if flow is not None else (load_raft(weights),)
+        self._stub: tuple[FlowFn, ...] = () if flow is None else (flow,)
 
     def flow(self, img1: Tensor, img2: Tensor) -> Tensor:
         """Optical flow (N, 2, H, W) from img1 to img2, both float (N, 3, H, W) in [-1, 1], H, W multiples of 8."""
-        if self._flow is not None:
-            return self._flow(img1, img2)
-        net = self._flow_net[0].to(img1.device)
+        if self._stub:
+            return self._stub[0](img1, img2)
+        net = self._raft[0].to(img1.device)
         return net(img1, img2, num_flow_updates=self.num_flow_updates)[-1]
 
     @torch.no_grad()
@@ -137,12 +137,15 @@ class DynamicDegree(VideoMetric):
         """Top-5 % flow score of each consecutive pair of sampled frames, (N - 1,), from (T, 3, H, W) 0..255."""
         frames = video[::frame_interval(fps)].float()
         h, w = frames.shape[-2:]
-        if min(h, w) < RAFT_MIN_SIZE and self._flow is None:
+        if min(h, w) < RAFT_MIN_SIZE and self._raft:
             raise ValueError(f"DynamicDegree: frames are {h}x{w}; torchvision RAFT needs >= {RAFT_MIN_SIZE} px per "
                              f"side (resize the videos, VBench scores native resolution)")
         frames, _ = pad_replicate(frames / 127.5 - 1.0, 8)  # RAFT input range [-1, 1]
-        scores = [top_flow_score(self.flow(frames[i:i + self.batch_size], frames[i + 1:i + 1 + self.batch_size]))
-                  for i in range(0, len(frames) - 1, self.batch_size)]
+        pairs = len(frames) - 1
+        scores = []
+        for i in range(0, pairs, self.batch_size):
+            j = min(i + self.batch_size, pairs)
+            scores.append(top_flow_score(self.flow(frames[i:j], frames[i + 1:j + 1])))
         return torch.cat(scores)
 
     def video_score(self, video: Tensor, fps: float | None) -> tuple[float, float]:
@@ -224,7 +227,7 @@ class MotionSmoothness(VideoMetric):
                                  "amt_weights (amt-s.pth); AMT is CC BY-NC 4.0 and not shipped with lvg")
             interpolator = load_amt_interpolator(amt_root, amt_weights)
         self.batch_size = batch_size
-        self._interpolator = interpolator
+        self._interpolator = (interpolator,)  # a tuple keeps an nn.Module interpolator out of state_dict()
 
     @torch.no_grad()
     def interpolation_error(self, video: Tensor) -> float:
@@ -238,7 +241,7 @@ class MotionSmoothness(VideoMetric):
         errors = []
         for i in range(0, pairs, self.batch_size):
             j = min(i + self.batch_size, pairs)
-            middle = self._interpolator(padded[i:j], padded[i + 1:j + 1], 0.5)[..., top:top + h, left:left + w]
+            middle = self._interpolator[0](padded[i:j], padded[i + 1:j + 1], 0.5)[..., top:top + h, left:left + w]
             predicted = (middle * 255.0).clamp(0, 255).to(torch.uint8).float()  # truncation, as VBench
             errors.append((predicted - odds[i:j]).abs().flatten(1).mean(dim=1))
         return float(torch.cat(errors).mean())
