@@ -161,6 +161,7 @@ class _SavedBytes:
 
     def __init__(self, exclude: set[int]):
         self.seen, self.exclude = set(exclude), exclude
+        self.alive: list[torch.UntypedStorage] = []
         self.owner: int | None = None
         self.blocks: dict[int, int] = {}
         self.other = 0
@@ -170,7 +171,10 @@ class _SavedBytes:
         key = storage._cdata
         if key in self.seen:
             return 0
+        # Hold the storage (free on fake tensors): a freed one's address could be reused by a later
+        # tensor, which would then be wrongly skipped as already counted.
         self.seen.add(key)
+        self.alive.append(storage)
         return storage.nbytes()
 
     def pack(self, t: Tensor) -> Tensor:
@@ -283,15 +287,20 @@ def measure_activations(
     full, video = section_pass(checkpointing=False)
     checkpointed, _ = section_pass(checkpointing=True)
     saves = [full.blocks.get(i, 0) for i in range(len(blocks))]
+    # Backward recomputes one block at a time on top of what the checkpointed pass keeps. The hooks see
+    # checkpoint() pack each block's inputs (outside the block's own hooks, so under ``other``); when no
+    # gradient flows through the blocks (all frozen, inputs without grad) nothing references those frames
+    # and they are freed at once: checkpointing then keeps what the plain pass keeps.
+    if any(saves):
+        kept = checkpointed.other + sum(min(checkpointed.blocks.get(i, 0), s) for i, s in enumerate(saves))
+        kept += max(saves)
+    else:
+        kept = full.other
     return Activations(
         blocks=saves,
         block_inputs=[inputs.get(i, 0) for i in range(len(blocks))],
         other=full.other,
-        # Backward recomputes one block at a time on top of what the checkpointed pass keeps. A block that saves
-        # nothing without checkpointing (frozen, no gradient flowing through it) frees its checkpoint frame, so the
-        # inputs the hooks saw it pack are not kept: count at most the block's own saves.
-        checkpointed=checkpointed.other + sum(min(checkpointed.blocks.get(i, 0), s) for i, s in enumerate(saves))
-        + max(saves, default=0),
+        checkpointed=kept,
         tokens={"video": video, "noisy": window * hp * wp // cfg.patch_size_t, "conditioning": cond_len},
         method="measured (FakeTensor saved_tensors_hooks; token refiner and SemanticPack not included)",
     )

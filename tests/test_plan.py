@@ -116,6 +116,21 @@ def test_activations_scale_with_the_window_and_shrink_with_checkpointing():
     assert sum(big.block_inputs) < sum(big.blocks)
 
 
+
+def test_frozen_blocks_save_nothing_and_checkpointing_adds_nothing():
+    # Only the output layer trains: no gradient flows through the blocks, so neither pass keeps block tensors
+    # (checkpoint frames of frozen blocks are freed), and repeated measurements agree (no storage-address reuse).
+    module = build("toy", trainable="output_layer")
+
+    def measure():
+        with MODE:
+            return measure_activations(module.dit, 4, (16, 16), text_tokens=4, image_tokens=4)
+
+    first, second = measure(), measure()
+    assert sum(first.blocks) == 0 and first.other > 0
+    assert first.checkpointed == first.full
+    assert (second.full, second.checkpointed) == (first.full, first.checkpointed)
+
 def test_plan_main_prints_a_table_and_json(capsys):
     plan_main(["--model", "debug", "--latent", "8", "8"])
     table = capsys.readouterr().out

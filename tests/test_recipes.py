@@ -44,7 +44,7 @@ def test_recipe_builds_the_paper_setting_on_meta(recipe):
     assert base == F1_PARAMETERS == model_info("framepack-f1")["parameters"]
     assert sum(p.numel() for p in model.parameters()) == F1_PARAMETERS + semantic_pack_parameters() + lora
     assert model.memory_pack_config.window == 9 and model.memory_pack_config.rope_time_mode == "absolute"
-    # Stage 2 trains only the output layer: checkpointing the frozen blocks would only add recompute (lvg plan).
+    # Stage 2 trains only the output layer: no gradient flows through the frozen blocks, nothing to checkpoint.
     checkpointing = recipe.startswith("stage1")
     assert model.hparams.gradient_checkpointing == model.dit.gradient_checkpointing == checkpointing
     assert cli.trainer.precision == "bf16-mixed"
