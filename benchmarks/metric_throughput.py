@@ -35,7 +35,7 @@ def _imaging_quality() -> tuple[object, str]:
     try:
         import pyiqa  # noqa: F401
     except ImportError:
-        return _part_a("quality", "ImagingQuality", weights=None, model=lambda x: x.mean(dim=(1, 2, 3)) * 100)(), \
+        return _part_a("quality", "ImagingQuality", weights=lambda x: x.mean(dim=(1, 2, 3)) * 100)(), \
             "stub scorer (pyiqa not installed): measures the metric's resize/normalise overhead only"
     return _part_a("quality", "ImagingQuality", weights=None)(), "MUSIQ architecture, random weights"
 
@@ -45,7 +45,7 @@ METRICS: dict[str, Callable[[], tuple[object, str]]] = {
                                     "DINO ViT-B/16, random weights"),
     "background_consistency": lambda: (_part_a("consistency", "BackgroundConsistency", weights=None)(),
                                        "CLIP ViT-B/32 quickgelu, random weights"),
-    "aesthetic_quality": lambda: (_part_a("quality", "AestheticQuality", weights=None)(),
+    "aesthetic_quality": lambda: (_part_a("quality", "AestheticQuality", weights=None, head_weights=None)(),
                                   "CLIP ViT-L/14 quickgelu + Linear(768, 1), random weights"),
     "imaging_quality": _imaging_quality,
     "dynamic_degree": lambda: (DynamicDegree(weights=None), "RAFT large, 20 flow updates, random weights"),

@@ -11,6 +11,7 @@ from lvg.metrics.motion import (
     pad_replicate,
     top_flow_score,
 )
+from lvg.metrics.video import MissingWeightsError
 
 
 def constant_flow(magnitude: float):
@@ -57,9 +58,9 @@ def test_top_flow_score_uses_top_five_percent():
 def test_dynamic_degree_threshold_with_stub_flow():
     video = torch.zeros(16, 3, 64, 96)  # thres = 6 * 64 / 256 = 1.5
     for magnitude, expected in [(1.6, 1.0), (1.4, 0.0), (1.5, 0.0)]:  # strictly greater than the threshold
-        metric = DynamicDegree(flow=constant_flow(magnitude))
+        metric = DynamicDegree(constant_flow(magnitude))
         assert metric.video_value(video) == expected
-    metric = DynamicDegree(flow=constant_flow(2.0))
+    metric = DynamicDegree(constant_flow(2.0))
     metric.update(video[None])
     metric.update(torch.zeros(1, 16, 3, 64, 96))
     assert metric.compute().item() == 1.0
@@ -75,7 +76,7 @@ def test_dynamic_degree_counts_moving_pairs_and_subsamples():
 
     video = torch.zeros(16, 3, 130, 130)
     video[:3] = 255.0  # pairs (0, 1) and (1, 2) and (2, 3) move: 3 < round(4 * 16 / 16) = 4 -> static
-    metric = DynamicDegree(flow=flow, batch_size=4)
+    metric = DynamicDegree(flow, batch_size=4)
     assert metric.video_value(video) == 0.0
     assert seen[0][0] == (4, 3, 136, 136) and seen[0][1:] == (-1.0, 1.0)  # padded to 8, in [-1, 1]
     video[3] = 255.0  # 4 moving pairs -> dynamic
@@ -88,7 +89,7 @@ def test_dynamic_degree_counts_moving_pairs_and_subsamples():
 
 
 def test_dynamic_degree_random_raft_runs():
-    with pytest.warns(UserWarning, match="random weights"):
+    with pytest.warns(UserWarning, match="(?i)random weights"):
         metric = DynamicDegree(weights=None, num_flow_updates=2)
     assert not any("raft" in k or "flow" in k for k in metric.state_dict())  # the net stays out of checkpoints
     video = torch.full((2, 2, 3, 128, 136), 128, dtype=torch.uint8)  # static; random RAFT may still call it dynamic
@@ -149,7 +150,7 @@ def test_motion_smoothness_errors():
         MotionSmoothness(lambda f0, f1, t: f0).video_value(torch.zeros(2, 3, 16, 16))
     with pytest.raises(ValueError, match="amt_root"):
         MotionSmoothness()
-    with pytest.raises(FileNotFoundError, match="AMT-S.py"):
+    with pytest.raises(MissingWeightsError, match="AMT-S.py"):
         MotionSmoothness(amt_root="/nonexistent", amt_weights="/nonexistent/amt-s.pth")
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lvg.metrics.video import VideoMetric
+from lvg.metrics.video import MissingWeightsError, VideoMetric, Weights, frozen, load_feature_net
 
 FlowFn = Callable[[Tensor, Tensor], Tensor]
 """``(img1, img2) -> flow``: images float (N, 3, H, W) in [-1, 1], flow (N, 2, H, W) in pixels."""
@@ -66,34 +65,46 @@ def top_flow_score(flow: Tensor) -> Tensor:
     return magnitude.topk(cut, dim=1).values.mean(dim=1)
 
 
-def _frozen(module: nn.Module) -> nn.Module:
-    return module.eval().requires_grad_(False)
+RAFT_NEEDED = ("torchvision raft_large weights Raft_Large_Weights.C_T_V1 ('raft_large_C_T_V1-22a6c225.pth', "
+               "download.pytorch.org/models/raft_large_C_T_V1-22a6c225.pth)")
 
 
-def load_raft(weights: nn.Module | str | Path | None = "hub") -> nn.Module:
-    """torchvision ``raft_large``, frozen, eval mode.
+class RaftFlow(nn.Module):
+    """torchvision RAFT as a :data:`FlowFn`: the last of ``num_flow_updates`` refinements."""
+
+    def __init__(self, raft: nn.Module, num_flow_updates: int = 20) -> None:
+        super().__init__()
+        self.raft, self.num_flow_updates = raft, num_flow_updates
+
+    def forward(self, img1: Tensor, img2: Tensor) -> Tensor:
+        return self.raft(img1, img2, num_flow_updates=self.num_flow_updates)[-1]
+
+
+def load_raft(weights: Weights | FlowFn, num_flow_updates: int = 20) -> FlowFn:
+    """torchvision ``raft_large`` as a frozen :data:`FlowFn`.
 
     Args:
-        weights: A ready module; a local path to the torchvision state dict of ``Raft_Large_Weights.C_T_V1``;
-            ``"hub"`` to let torchvision download ``C_T_V1``; ``None`` for random weights (tests, benchmarks).
+        weights: A torchvision RAFT module (run with ``num_flow_updates``); any other module or callable
+            :data:`FlowFn` (e.g. a stub), used as is; a local path to the state dict of ``Raft_Large_Weights.C_T_V1``
+            (the "things" weights VBench uses); ``"hub"`` for torchvision's own download; ``None`` for random weights
+            (tests, benchmarks; warns).
+        num_flow_updates: RAFT refinement iterations (VBench: 20).
     """
-    from torchvision.models.optical_flow import Raft_Large_Weights, raft_large
+    from torchvision.models.optical_flow import RAFT, Raft_Large_Weights, raft_large
 
-    if isinstance(weights, nn.Module):
-        return _frozen(weights)
-    if weights == "hub":
-        return _frozen(raft_large(weights=Raft_Large_Weights.C_T_V1))
-    model = raft_large(weights=None)
-    if weights is None:
-        warnings.warn("DynamicDegree: RAFT with random weights — scores are meaningless (tests/benchmarks only)",
-                      stacklevel=3)
-    else:
-        path = Path(weights)
-        if not path.is_file():
-            raise FileNotFoundError(f"DynamicDegree weights {path}: no such file (torchvision raft_large C_T_V1 "
-                                    f"state dict, or weights='hub' to download it)")
+    if isinstance(weights, RAFT):
+        return frozen(RaftFlow(weights, num_flow_updates))
+    if callable(weights) and not isinstance(weights, nn.Module):
+        return weights
+
+    def load(path: Path) -> nn.Module:
+        model = raft_large(weights=None)
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return _frozen(model)
+        return RaftFlow(model, num_flow_updates)
+
+    return load_feature_net(weights, metric="DynamicDegree", needed=RAFT_NEEDED,
+                            build=lambda: RaftFlow(raft_large(weights=None), num_flow_updates), load=load,
+                            hub=lambda: RaftFlow(raft_large(weights=Raft_Large_Weights.C_T_V1), num_flow_updates))
 
 
 class DynamicDegree(VideoMetric):
@@ -102,13 +113,14 @@ class DynamicDegree(VideoMetric):
     Per video: sample frames 0, k, 2k, ... (``k = max(1, round(fps / 8))``, no subsampling when ``fps`` is None,
     i.e. image folders), replicate-pad every pair to multiples of 8, run RAFT on [-1, 1] inputs and score a pair
     by the mean of its top 5 % flow magnitudes over the padded field. The video is dynamic (1.0) iff
-    ``#(score > 6 min(H, W) / 256) >= round(4 N / 16)``, else 0.0. Frames must be at least 128 px on each side.
+    ``#(score > 6 min(H, W) / 256) >= round(4 N / 16)``, else 0.0. Frames must be at least 128 px on each side
+    for torchvision's RAFT.
 
     Args:
-        weights: RAFT weights (see :func:`load_raft`); ignored when ``flow`` is given.
-        flow: Optional flow callable replacing RAFT (see :data:`FlowFn`), e.g. a stub in tests.
+        weights: RAFT large (see :func:`load_raft`): a local path, ``"hub"``, ``None`` (random), a RAFT module, or
+            any flow module/callable (see :data:`FlowFn`), e.g. a stub in tests.
         num_flow_updates: RAFT refinement iterations (VBench: 20); the last flow is used.
-        batch_size: Frame pairs per RAFT call.
+        batch_size: Frame pairs per flow call.
         **kwargs: Passed to :class:`torchmetrics.Metric`.
     """
 
@@ -116,28 +128,26 @@ class DynamicDegree(VideoMetric):
     min_frames = 2
     higher_is_better = True
 
-    def __init__(self, weights: nn.Module | str | Path | None = "hub", flow: FlowFn | None = None,
-                 num_flow_updates: int = 20, batch_size: int = 8, **kwargs) -> None:
+    def __init__(self, weights: Weights | FlowFn, num_flow_updates: int = 20, batch_size: int = 8, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.num_flow_updates = num_flow_updates
         self.batch_size = batch_size
-        # Tuples keep the frozen nets out of state_dict() (and hence out of training checkpoints).
-        self._raft: tuple[nn.Module, ...] = () if flow is not None else (load_raft(weights),)
-        self._stub: tuple[FlowFn, ...] = () if flow is None else (flow,)
+        flow = load_raft(weights, num_flow_updates)
+        self._is_raft = isinstance(flow, RaftFlow)
+        # Modules go in self._nets (follow metric.to(), stay out of state_dict()); a plain callable in a tuple.
+        if isinstance(flow, nn.Module):
+            self._nets["flow"] = flow
+        self._flow_fn = (flow,)
 
     def flow(self, img1: Tensor, img2: Tensor) -> Tensor:
         """Optical flow (N, 2, H, W) from img1 to img2, both float (N, 3, H, W) in [-1, 1], H, W multiples of 8."""
-        if self._stub:
-            return self._stub[0](img1, img2)
-        net = self._raft[0].to(img1.device)
-        return net(img1, img2, num_flow_updates=self.num_flow_updates)[-1]
+        return (self.net("flow") if "flow" in self._nets else self._flow_fn[0])(img1, img2)
 
     @torch.no_grad()
     def pair_scores(self, video: Tensor, fps: float | None = None) -> Tensor:
         """Top-5 % flow score of each consecutive pair of sampled frames, (N - 1,), from (T, 3, H, W) 0..255."""
         frames = video[::frame_interval(fps)].float()
         h, w = frames.shape[-2:]
-        if min(h, w) < RAFT_MIN_SIZE and self._raft:
+        if min(h, w) < RAFT_MIN_SIZE and self._is_raft:
             raise ValueError(f"DynamicDegree: frames are {h}x{w}; torchvision RAFT needs >= {RAFT_MIN_SIZE} px per "
                              f"side (resize the videos, VBench scores native resolution)")
         frames, _ = pad_replicate(frames / 127.5 - 1.0, 8)  # RAFT input range [-1, 1]
@@ -174,10 +184,11 @@ def load_amt_interpolator(amt_root: str | Path, checkpoint: str | Path,
     """
     root, checkpoint = Path(amt_root), Path(checkpoint)
     if not (root / "networks" / "AMT-S.py").is_file():
-        raise FileNotFoundError(f"MotionSmoothness: {root / 'networks' / 'AMT-S.py'} not found; amt_root must be a "
-                                f"checkout of github.com/MCG-NKU/AMT (CC BY-NC 4.0)")
+        raise MissingWeightsError(f"MotionSmoothness: {root / 'networks' / 'AMT-S.py'} not found; amt_root must be a "
+                                  f"checkout of github.com/MCG-NKU/AMT (CC BY-NC 4.0)")
     if not checkpoint.is_file():
-        raise FileNotFoundError(f"MotionSmoothness: AMT-S checkpoint {checkpoint} not found (amt-s.pth)")
+        raise MissingWeightsError(f"MotionSmoothness: AMT-S checkpoint {str(checkpoint)!r} not found ('amt-s.pth', "
+                                  f"CC BY-NC 4.0, huggingface.co/lalala125/AMT/resolve/main/amt-s.pth)")
     sys.path.insert(0, str(root))
     try:
         model_cls = importlib.import_module("networks.AMT-S").Model
@@ -185,7 +196,7 @@ def load_amt_interpolator(amt_root: str | Path, checkpoint: str | Path,
         sys.path.remove(str(root))
     model = model_cls(corr_radius=3, corr_lvls=4, num_flows=3)
     model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"])
-    model = _frozen(model).to(device)
+    model = frozen(model).to(device)
 
     @torch.no_grad()
     def interpolate(frame0: Tensor, frame1: Tensor, t: float) -> Tensor:
@@ -206,7 +217,7 @@ class MotionSmoothness(VideoMetric):
 
     Args:
         interpolator: ``(frame0, frame1, t) -> frame_t`` on float (N, 3, H, W) frames in [0, 1]
-            (see :data:`Interpolator`). Without it, ``amt_root`` and ``amt_weights`` load AMT-S via
+            (see :data:`Interpolator`); a module is frozen and follows ``metric.to()``. Without it, ``amt_root`` and ``amt_weights`` load AMT-S via
             :func:`load_amt_interpolator` (CC BY-NC 4.0, not shipped with lvg).
         amt_root: Local AMT checkout.
         amt_weights: Local ``amt-s.pth``.
@@ -218,7 +229,7 @@ class MotionSmoothness(VideoMetric):
     min_frames = 3
     higher_is_better = True
 
-    def __init__(self, interpolator: Interpolator | None = None, amt_root: str | Path | None = None,
+    def __init__(self, interpolator: Interpolator | nn.Module | None = None, amt_root: str | Path | None = None,
                  amt_weights: str | Path | None = None, batch_size: int = 8, **kwargs) -> None:
         super().__init__(**kwargs)
         if interpolator is None:
@@ -227,7 +238,15 @@ class MotionSmoothness(VideoMetric):
                                  "amt_weights (amt-s.pth); AMT is CC BY-NC 4.0 and not shipped with lvg")
             interpolator = load_amt_interpolator(amt_root, amt_weights)
         self.batch_size = batch_size
-        self._interpolator = (interpolator,)  # a tuple keeps an nn.Module interpolator out of state_dict()
+        if isinstance(interpolator, nn.Module):
+            self._nets["interpolator"] = frozen(interpolator)  # follows metric.to(), stays out of state_dict()
+        self._interpolator = (interpolator,)
+
+    def interpolate(self, frame0: Tensor, frame1: Tensor, t: float) -> Tensor:
+        """The interpolator on float (N, 3, H, W) frames in [0, 1] (H, W multiples of 16) -> the frame at time t."""
+        if "interpolator" in self._nets:
+            return self.net("interpolator")(frame0, frame1, t)
+        return self._interpolator[0](frame0, frame1, t)
 
     @torch.no_grad()
     def interpolation_error(self, video: Tensor) -> float:
@@ -241,7 +260,7 @@ class MotionSmoothness(VideoMetric):
         errors = []
         for i in range(0, pairs, self.batch_size):
             j = min(i + self.batch_size, pairs)
-            middle = self._interpolator[0](padded[i:j], padded[i + 1:j + 1], 0.5)[..., top:top + h, left:left + w]
+            middle = self.interpolate(padded[i:j], padded[i + 1:j + 1], 0.5)[..., top:top + h, left:left + w]
             predicted = (middle * 255.0).clamp(0, 255).to(torch.uint8).float()  # truncation, as VBench
             errors.append((predicted - odds[i:j]).abs().flatten(1).mean(dim=1))
         return float(torch.cat(errors).mean())
