@@ -237,3 +237,28 @@ def test_lvg_test_on_two_ddp_processes_equals_one_process(tiny_run):
     for key, value in single["metrics"].items():
         assert ddp["metrics"][key] == pytest.approx(value, abs=1e-9), key
     assert [v["metrics"] for v in ddp["videos"]] == [v["metrics"] for v in single["videos"]]
+
+
+def test_lvg_test_with_a_vbench_metric_from_yaml_adds_table_1_columns(tiny_run, monkeypatch):
+    """A VBench dimension configured in YAML (real CLIP ViT-B/32 architecture, `weights: random`): per-video
+    values, drift and per-section curves reach the report; the evaluator is not in the module's checkpoint."""
+    monkeypatch.chdir(tiny_run)
+    (tiny_run / "vbench.yaml").write_text(
+        "trainer:\n  callbacks:\n    - class_path: lvg.callbacks.BenchmarkReport\n      init_args:\n"
+        "        output_dir: vbench\n        save_videos: false\n        metrics:\n"
+        "          - class_path: lvg.metrics.BackgroundConsistency\n            init_args: {weights: random}\n"
+        'data:\n  init_args:\n    benchmark_seconds: {"short": 1}\n    benchmark_videos: 1\n')
+    with pytest.warns(UserWarning, match="RANDOM weights"):
+        main(["test", *CONFIG, *BENCH, "--config", "vbench.yaml"])
+    report = json.loads((tiny_run / "vbench/report.json").read_text())
+    (video,) = report["videos"]
+    assert 0.0 <= video["metrics"]["background_consistency"] <= 1.0
+    assert report["metrics"]["background_consistency"] == pytest.approx(video["metrics"]["background_consistency"])
+    assert 0.0 <= report["drift"]["background_consistency"] <= 1.0
+    assert len(video["sections"]["background_consistency"]) == 3
+    assert report["higher_is_better"]["background_consistency"] is True
+    table = (tiny_run / "vbench/report.md").read_text()
+    assert "| | Background ↑ | ΔBackground ↓ |" in table
+    assert Image.open(tiny_run / "vbench/plots/background_consistency.png").format == "PNG"
+    checkpoint = torch.load(tiny_run / "runs/teacher_forcing/checkpoints/last.ckpt", weights_only=True)
+    assert not any("visual" in k or "clip" in k.lower() for k in checkpoint["state_dict"])

@@ -78,17 +78,19 @@ def toy_world_suite(
     """The embedded benchmark suite: start frames of held-out toy-world videos, their captions and truth.
 
     The held-out world is ``toy`` with ``seed + 1000`` (never seen in training), written under
-    ``root`` like any toy world; each length group of ``seconds`` gets ``videos_per_group`` different
-    start frames. Returns the suite path (``root/suite.jsonl``; idempotent).
+    ``root/world_<n>`` like any toy world (n videos: one world per suite size, so suites of different
+    sizes coexist); each length group of ``seconds`` gets ``videos_per_group`` different start frames.
+    Returns the suite path (``root/suite.jsonl``, rewritten when the settings change; idempotent).
     """
     root = Path(root)
     held_out = dataclasses.replace(toy, num_videos=len(seconds) * videos_per_group, seed=toy.seed + 1000)
-    rows = [json.loads(line) for line in generate_toy_world(root, held_out).read_text().splitlines()]
+    world = root / f"world_{held_out.num_videos}"
+    rows = [json.loads(line) for line in generate_toy_world(world, held_out).read_text().splitlines()]
     jobs = []
     for g, (group, length) in enumerate(seconds.items()):
         for row in rows[g * videos_per_group : (g + 1) * videos_per_group]:
-            jobs.append({"id": f"{group}_{row['id']}", "image": row["video"], "prompt": row["caption"],
-                         "seconds": length, "group": group, "truth": f"truth/{row['id']}.json"})
+            jobs.append({"id": f"{group}_{row['id']}", "image": f"{world.name}/{row['video']}", "prompt": row["caption"],
+                         "seconds": length, "group": group, "truth": f"{world.name}/truth/{row['id']}.json"})
     suite = root / "suite.jsonl"
     text = "".join(json.dumps(job) + "\n" for job in jobs)
     if not suite.is_file() or suite.read_text() != text:

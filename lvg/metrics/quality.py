@@ -29,6 +29,7 @@ from lvg.metrics.video import (
     Weights,
     batched,
     frozen,
+    is_random,
     resize_longer_side,
     resolve_weights,
     warn_random,
@@ -50,7 +51,7 @@ def load_aesthetic_head(weights: str | Path | nn.Module | None) -> nn.Module:
     if isinstance(weights, nn.Module):
         return frozen(weights)
     head = nn.Linear(768, 1)
-    if weights is None:
+    if is_random(weights):
         warn_random("AestheticQuality (head)")
     elif weights == HUB:
         head.load_state_dict(torch.hub.load_state_dict_from_url(AESTHETIC_HEAD_URL, map_location="cpu"))
@@ -138,14 +139,14 @@ def load_musiq(weights: str | Path | nn.Module | Scorer | None) -> Scorer:
     if callable(weights):
         return weights
     path = None
-    if weights is not None and weights != HUB:
+    if not is_random(weights) and weights != HUB:
         path = resolve_weights(weights, "ImagingQuality", MUSIQ_NEEDED, ("musiq_spaq_ckpt-358bb6af.pth",))
     try:
         from pyiqa.archs.musiq_arch import MUSIQ
     except ImportError as e:
         raise ImportError('ImagingQuality needs pyiqa for MUSIQ (PolyForm Noncommercial): pip install "lvg[iqa]", '
                           'or pass weights=<a scorer module mapping (N, 3, H, W) in [0, 1] to (N,) scores>') from e
-    if weights is None:
+    if is_random(weights):
         warn_random("ImagingQuality")
         return frozen(MUSIQ(pretrained=False))
     if path is None:

@@ -29,8 +29,18 @@ from torchvision.transforms.v2 import functional as TF
 HUB = "hub"
 """The ``weights`` keyword that lets the owning library download its pretrained weights (never the default)."""
 
+RANDOM = "random"
+"""The ``weights`` keyword for the real architecture with random weights (tests, benchmarks; warned), the
+spelling of None that a YAML config can pass to a required argument."""
+
 Weights = str | Path | nn.Module | None
-"""A feature net: a ready module, a local weights path, :data:`HUB`, or None (real architecture, random weights)."""
+"""A feature net: a ready module, a local weights path, :data:`HUB`, or :data:`RANDOM` / None (real
+architecture, random weights)."""
+
+
+def is_random(weights: object) -> bool:
+    """Whether ``weights`` asks for random weights (None or :data:`RANDOM`)."""
+    return weights is None or (isinstance(weights, str) and weights == RANDOM)
 
 
 class MissingWeightsError(ValueError):
@@ -79,8 +89,8 @@ def load_feature_net(weights: Weights, *, metric: str, needed: str, build: Calla
 
     Args:
         weights: An ``nn.Module`` (used as is), a local file path (or a directory holding one of ``names``),
-            :data:`HUB` (the library's own pretrained download, only on request) or None (``build()``: the real
-            architecture with random weights, warned).
+            :data:`HUB` (the library's own pretrained download, only on request) or :data:`RANDOM` / None
+            (``build()``: the real architecture with random weights, warned).
         metric: Metric class name, for messages.
         needed: What the file is and where it comes from, for the missing-file message.
         build: Builds the architecture with random weights.
@@ -93,7 +103,7 @@ def load_feature_net(weights: Weights, *, metric: str, needed: str, build: Calla
     """
     if isinstance(weights, nn.Module):
         return frozen(weights)
-    if weights is None:
+    if is_random(weights):
         warn_random(metric)
         return frozen(build())
     if weights == HUB:
