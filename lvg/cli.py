@@ -23,6 +23,7 @@ from lvg import __version__
 from lvg.config import DIT_PRESETS, DiTConfig
 from lvg.data.video_io import load_image
 from lvg.models.dit import PackedDiT
+from lvg.sampling.offload import enable_block_offload
 from lvg.sampling.pipeline import LongVideoPipeline
 from lvg.sampling.prompts import PromptSchedule
 from lvg.training.base import TRAINABLE_GROUPS, StageModule
@@ -121,13 +122,9 @@ class LvgTrainer(Trainer):
         if ckpt_path is not None:
             model.load_weights(ckpt_path, argument="ckpt_path")
         device = self.strategy.root_device
-        if model.sampling_config.offload:  # the DiT's blocks stay in CPU memory; the pipeline streams them
-            for child in model.children():
-                if child is not model.dit:
-                    child.to(device)
-            model.eval()
-        else:
-            model.to(device).eval()
+        if model.sampling_config.offload:  # the DiT's blocks stay in CPU memory (.to() skips them); streamed
+            enable_block_offload(model.dit, device)
+        model.to(device).eval()
         # Sampler settings live with the model (``model.sampling``), shared with ``lvg predict``.
         pipeline = LongVideoPipeline(model.dit, model.memory_pack_config, encoders, model.semantic_pack,
                                      model.sampling_config, device=device)

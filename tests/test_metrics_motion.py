@@ -9,6 +9,7 @@ from lvg.metrics.motion import (
     count_threshold,
     frame_interval,
     pad_replicate,
+    raft_state_from_princeton,
     top_flow_score,
 )
 from lvg.metrics.video import MissingWeightsError
@@ -31,6 +32,71 @@ def test_frame_interval(fps, interval):
 @pytest.mark.parametrize(("n", "count"), [(2, 0), (6, 2), (10, 2), (16, 4)])
 def test_count_threshold(n, count):
     assert count_threshold(n) == count
+
+
+# princeton-vl/RAFT names (raft-things.pth, as VBench loads it) -> torchvision raft_large, one per rename rule.
+PRINCETON_TO_TORCHVISION = {
+    "module.fnet.conv1.weight": "feature_encoder.convnormrelu.0.weight",
+    "module.cnet.norm1.running_var": "context_encoder.convnormrelu.1.running_var",
+    "module.fnet.conv2.bias": "feature_encoder.conv.bias",
+    "module.cnet.layer2.0.conv2.weight": "context_encoder.layer2.0.convnormrelu2.0.weight",
+    "module.cnet.layer3.1.norm1.weight": "context_encoder.layer3.1.convnormrelu1.1.weight",
+    "module.fnet.layer2.0.downsample.0.weight": "feature_encoder.layer2.0.downsample.0.weight",
+    "module.cnet.layer2.0.downsample.1.running_mean": "context_encoder.layer2.0.downsample.1.running_mean",
+    "module.update_block.encoder.convc1.weight": "update_block.motion_encoder.convcorr1.0.weight",
+    "module.update_block.encoder.convc2.bias": "update_block.motion_encoder.convcorr2.0.bias",
+    "module.update_block.encoder.convf1.weight": "update_block.motion_encoder.convflow1.0.weight",
+    "module.update_block.encoder.convf2.bias": "update_block.motion_encoder.convflow2.0.bias",
+    "module.update_block.encoder.conv.weight": "update_block.motion_encoder.conv.0.weight",
+    "module.update_block.gru.convz1.weight": "update_block.recurrent_block.convgru1.convz.weight",
+    "module.update_block.gru.convq2.bias": "update_block.recurrent_block.convgru2.convq.bias",
+    "module.update_block.flow_head.conv2.weight": "update_block.flow_head.conv2.weight",
+    "module.update_block.mask.0.weight": "mask_predictor.convrelu.0.weight",
+    "module.update_block.mask.2.bias": "mask_predictor.conv.bias",
+}
+
+
+def test_raft_things_names_map_onto_torchvision_raft_large(tmp_path):
+    from torchvision.models.optical_flow import raft_large
+
+    mapped = raft_state_from_princeton({k: torch.zeros(1) for k in PRINCETON_TO_TORCHVISION}
+                                       | {"module.cnet.layer2.0.norm3.weight": torch.zeros(1)})
+    assert mapped.keys() == set(PRINCETON_TO_TORCHVISION.values())  # norm3 (= downsample.1) dropped
+    # The inverse direction covers every key: a princeton-named copy of raft_large loads back through the file path.
+    inverse = {v: k for k, v in PRINCETON_TO_TORCHVISION.items()}
+    model = raft_large(weights=None).eval()
+    state = model.state_dict()
+    renamed = {}
+    for key, value in state.items():
+        renamed[_princeton_name(key, inverse)] = value
+    torch.save(renamed, tmp_path / "raft-things.pth")
+    metric = DynamicDegree(tmp_path / "raft-things.pth", num_flow_updates=2)
+    x = torch.rand(1, 3, 128, 128) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(metric.flow(x, x.roll(2, -1)), model(x, x.roll(2, -1), num_flow_updates=2)[-1])
+
+
+def _princeton_name(key: str, known: dict[str, str]) -> str:
+    """A torchvision raft_large key in princeton-vl/RAFT spelling, written independently of the converter."""
+    if key in known:
+        return known[key]
+    import re
+
+    for tv, pr in (("feature_encoder.", "fnet."), ("context_encoder.", "cnet.")):
+        key = key.replace(tv, pr)
+    key = re.sub(r"\.convnormrelu([12])\.0\.", r".conv\1.", key)
+    key = re.sub(r"\.convnormrelu([12])\.1\.", r".norm\1.", key)
+    key = key.replace("net.convnormrelu.0.", "net.conv1.").replace("net.convnormrelu.1.", "net.norm1.")
+    key = re.sub(r"^([fc]net)\.conv\.", r"\1.conv2.", key)
+    key = key.replace("update_block.motion_encoder.convcorr1.0.", "update_block.encoder.convc1.")
+    key = key.replace("update_block.motion_encoder.convcorr2.0.", "update_block.encoder.convc2.")
+    key = key.replace("update_block.motion_encoder.convflow1.0.", "update_block.encoder.convf1.")
+    key = key.replace("update_block.motion_encoder.convflow2.0.", "update_block.encoder.convf2.")
+    key = key.replace("update_block.motion_encoder.conv.0.", "update_block.encoder.conv.")
+    key = re.sub(r"update_block\.recurrent_block\.convgru([12])\.conv([zrq])\.", r"update_block.gru.conv\2\1.", key)
+    key = key.replace("mask_predictor.convrelu.0.", "update_block.mask.0.")
+    key = key.replace("mask_predictor.conv.", "update_block.mask.2.")
+    return "module." + key
 
 
 def test_pad_replicate_layout():

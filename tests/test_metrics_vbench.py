@@ -71,7 +71,7 @@ def test_resize_rules():
 def test_preprocessing_sizes_with_real_architectures():
     frames = torch.rand(2, 3, 480, 832) * 255
     x = dino_preprocess(frames)
-    assert x.shape == (2, 3, 224, 384)  # 224x388 cropped to multiples of 16, no center crop
+    assert x.shape == (2, 3, 224, 388)  # no center crop; the patch conv drops the 4-pixel remainder
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         vit = build_dino().eval()
@@ -86,6 +86,26 @@ def test_preprocessing_sizes_with_real_architectures():
         assert clip(c).shape == (2, 512)
     # OpenAI CLIP uses QuickGELU: open_clip's plain ViT-B-32 would build nn.GELU.
     assert any(type(m).__name__ == "QuickGELU" for m in clip.modules())
+
+
+def test_dino_interpolates_its_position_table_for_any_non_square_input():
+    """DINO's rule: keep the table only for the native patch count *and* a square pixel input. 224x230 patchifies
+    to the native 14x14 grid but is interpolated by the scale 14.1 / 14 (parity with VBench checked by
+    benchmarks/vbench_parity.py: 5e-8 with the rule, 8e-5 without it)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        vit = build_dino().eval()
+    x = torch.randn(1, 3, 224, 230)
+    resampled = build_dino().eval()
+    resampled.load_state_dict(vit.state_dict())
+    with torch.no_grad():
+        table = vit.pos_embed[:, 1:].reshape(1, 14, 14, -1).permute(0, 3, 1, 2)
+        table = torch.nn.functional.interpolate(table, scale_factor=(14.1 / 14, 14.1 / 14), mode="bicubic")
+        assert table.shape[-2:] == (14, 14)
+        resampled.pos_embed[:, 1:] = table.flatten(2).transpose(1, 2)
+        # The square crop keeps the (replaced) table as is, and the conv never sees the 6 dropped columns.
+        torch.testing.assert_close(dino_forward(vit, x), dino_forward(resampled, x[..., :224]))
+        assert not torch.allclose(dino_forward(vit, x), dino_forward(vit, x[..., :224]))
 
 
 def test_identical_frames_give_exactly_one():

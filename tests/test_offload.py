@@ -71,6 +71,24 @@ def test_remove_restores_the_model_and_enable_is_idempotent():
     assert torch.equal(dit(**inputs()), expected)
 
 
+@torch.no_grad()
+def test_moving_the_whole_model_leaves_offloaded_blocks_in_host_memory():
+    """What a Lightning strategy does before lvg test / predict: module.to(device) moves everything but the blocks
+    (the meta device stands in for a GPU here); after remove() the blocks move again."""
+    dit = make_dit()
+    outer = torch.nn.ModuleDict({"dit": dit, "other": torch.nn.Linear(2, 2)})
+    handle = enable_block_offload(dit, "cpu")
+    outer.to("meta")
+    in_blocks = {id(p) for b in blocks(dit) for p in b.parameters()}
+    assert in_blocks and all(p.device.type == "cpu" for b in blocks(dit) for p in b.parameters())
+    assert all(p.device.type == "meta" for p in outer.parameters() if id(p) not in in_blocks)
+    outer.to(torch.bfloat16)  # dtype moves skip them too: the host copies are what gets streamed
+    assert all(p.dtype == torch.float32 for b in blocks(dit) for p in b.parameters())
+    handle.remove()
+    outer.to("meta")
+    assert all(p.device.type == "meta" for p in outer.parameters())
+
+
 def test_pipeline_with_offload_generates_the_same_video_and_reports_the_execution_device():
     def pipeline(offload):
         encoders = Encoders(PixelCodec(4), ToyTextEncoder(64), ToyImageEncoder(), frame_size=(32, 32))

@@ -97,6 +97,10 @@ def test_main_job_chain_stage1_checkpoint_into_stage2(tmp_path, monkeypatch):
     video, fps = read_video(tmp_path / "out/video.mp4")
     assert video.shape == (1 + 2 * WINDOW, 32, 32, 3) and fps == 8
     assert np.array_equal(video[0], frames[0])  # the exact toy codec keeps the start frame
+    # block offload (the DiT's blocks stay in host memory and are streamed) is exact
+    main([*generate, "--prompt", "[0s] a red circle [0.5s] a blue square", "--output", "out/offload.mp4",
+          "--model.init_args.sampling.offload=true"])
+    assert np.array_equal(read_video(tmp_path / "out/offload.mp4")[0], video)
     with pytest.raises(SystemExit, match="already exist; pass overwrite=True"):
         main([*generate, "--prompt", "a red circle"])
     with pytest.raises(SystemExit, match="cannot be read"):

@@ -5,7 +5,7 @@ Both embed every frame, L2-normalise the features and score frame i = 1..T-1 by
 ``reduction="pairs"`` (VBench) weights videos by their T - 1 pairs, ``reduction="videos"`` averages the S.
 
 * :class:`SubjectConsistency`: DINO ViT-B/16 (timm ``vit_base_patch16_224.dino``), frames resized so the shorter
-  side is 224 (bilinear, no crop), cropped to multiples of 16, ImageNet-normalised; the position embedding is
+  side is 224 (bilinear, no crop), ImageNet-normalised, patchified dropping the remainder; the position embedding is
   interpolated as DINO's own code does (bicubic with ``scale_factor=((gh + 0.1) / 14, (gw + 0.1) / 14)``), which
   differs from timm's dynamic-size interpolation by ~4e-3 in the scores.
 * :class:`BackgroundConsistency`: OpenAI CLIP ViT-B/32 (open_clip ``ViT-B-32-quickgelu``), shorter side 224
@@ -45,13 +45,11 @@ def clip_preprocess(frames: Tensor, size: int = 224) -> Tensor:
     return normalize(center_crop(resize_short_side(frames, size, "bicubic"), size), CLIP_MEAN, CLIP_STD)
 
 
-def dino_preprocess(frames: Tensor, size: int = 224, patch: int = 16) -> Tensor:
-    """VBench ``dino_transform`` + DINO's patchify: (N, 3, H, W) 0..255 -> shorter side ``size`` bilinear (no crop),
-    cropped to multiples of ``patch`` (the stride-16 conv drops the bottom/right remainder anyway),
-    ImageNet-normalised."""
-    frames = resize_short_side(frames, size, "bilinear")
-    h, w = frames.shape[-2:]
-    return normalize(frames[..., :h - h % patch, :w - w % patch], IMAGENET_MEAN, IMAGENET_STD)
+def dino_preprocess(frames: Tensor, size: int = 224) -> Tensor:
+    """VBench ``dino_transform``: (N, 3, H, W) 0..255 -> shorter side ``size`` bilinear (no crop, no antialias),
+    ImageNet-normalised. The stride-16 patch conv later drops the bottom/right remainder (480x832 -> 224x388 ->
+    a 14x24 grid); the pixel size still matters, see :func:`dino_forward`."""
+    return normalize(resize_short_side(frames, size, "bilinear"), IMAGENET_MEAN, IMAGENET_STD)
 
 
 def consistency_terms(features: Tensor) -> Tensor:
@@ -71,15 +69,17 @@ def build_dino() -> nn.Module:
 
 
 def dino_forward(vit: nn.Module, x: Tensor) -> Tensor:
-    """CLS token after the final norm of a timm ViT on (N, 3, H, W) normalised images (H, W multiples of the patch),
-    with DINO's position-embedding interpolation (``vision_transformer.py::interpolate_pos_encoding``)."""
-    tokens = vit.patch_embed.proj(x)  # (N, D, gh, gw)
+    """CLS token after the final norm of a timm ViT on (N, 3, H, W) normalised images, with DINO's
+    position-embedding interpolation (``vision_transformer.py::interpolate_pos_encoding``)."""
+    tokens = vit.patch_embed.proj(x)  # (N, D, gh, gw): the conv drops the bottom/right remainder
     gh, gw = tokens.shape[-2:]
     tokens = vit.patch_embed.norm(tokens.flatten(2).transpose(1, 2))  # (N, gh*gw, D)
     pos = vit.pos_embed  # (1, 1 + g*g, D)
     cls_pos, patch_pos = pos[:, :1], pos[:, 1:]
     grid = math.isqrt(patch_pos.shape[1])
-    if gh * gw != grid * grid or gh != gw:
+    # DINO keeps its table only for the native patch count *and* a square pixel input: 224x230 (a 14x14 grid)
+    # is still interpolated, by the scale 14.1 / 14, which moves every position slightly.
+    if gh * gw != grid * grid or x.shape[-2] != x.shape[-1]:
         dim = patch_pos.shape[-1]
         patch_pos = patch_pos.reshape(1, grid, grid, dim).permute(0, 3, 1, 2)
         # DINO adds 0.1 to avoid floating-point error in the interpolation; the scale (not the size) sets the grid.

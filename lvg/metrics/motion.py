@@ -3,8 +3,9 @@
 Both follow ``/work/shared/specs/metrics.md`` (VBench ``dynamic_degree.py`` / ``motion_smoothness.py``) on
 float frames in 0..255, layout (T, 3, H, W).
 
-* :class:`DynamicDegree` runs torchvision's RAFT large (``Raft_Large_Weights.C_T_V1``, the "things" weights
-  VBench uses) with 20 flow updates. VBench subsamples mp4 frames to about 8 fps and then requires
+* :class:`DynamicDegree` runs torchvision's RAFT large with the "things" weights VBench uses (its own
+  ``raft-things.pth``, renamed on load, or torchvision's port ``Raft_Large_Weights.C_T_V1``), 20 flow updates;
+  the converted weights give bit-identical flow to VBench's vendored RAFT. VBench subsamples mp4 frames to about 8 fps and then requires
   ``round(4 N / 16)`` of the ``N - 1`` pair scores to exceed ``6 min(H, W) / 256``; with ``N <= 2`` that count is
   0, so any two-frame clip is "dynamic" — a VBench quirk we keep for parity.
 * :class:`MotionSmoothness` needs AMT-S. AMT's code is CC BY-NC 4.0 and is **not** part of lvg: pass any
@@ -15,6 +16,7 @@ float frames in 0..255, layout (T, 3, H, W).
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -65,8 +67,42 @@ def top_flow_score(flow: Tensor) -> Tensor:
     return magnitude.topk(cut, dim=1).values.mean(dim=1)
 
 
-RAFT_NEEDED = ("torchvision raft_large weights Raft_Large_Weights.C_T_V1 ('raft_large_C_T_V1-22a6c225.pth', "
-               "download.pytorch.org/models/raft_large_C_T_V1-22a6c225.pth)")
+RAFT_NEEDED = ("RAFT large 'things' weights: VBench's raft-things.pth (princeton-vl/RAFT, "
+               "dl.dropboxusercontent.com/s/4j4z58wuv8o0mfz/models.zip, unpacked by VBench under "
+               "~/.cache/vbench/raft_model/models/) or torchvision's port 'raft_large_C_T_V1-22a6c225.pth' "
+               "(download.pytorch.org/models/raft_large_C_T_V1-22a6c225.pth)")
+
+# princeton-vl/RAFT parameter names -> torchvision's, applied in order (first match per rule).
+_RAFT_RENAMES = (
+    (r"^fnet\.", "feature_encoder."),
+    (r"^cnet\.", "context_encoder."),
+    (r"^(\w+_encoder)\.conv1\.", r"\1.convnormrelu.0."),
+    (r"^(\w+_encoder)\.norm1\.", r"\1.convnormrelu.1."),
+    (r"^(\w+_encoder)\.conv2\.", r"\1.conv."),
+    (r"\.(layer\d\.\d)\.conv(\d)\.", r".\1.convnormrelu\2.0."),
+    (r"\.(layer\d\.\d)\.norm([12])\.", r".\1.convnormrelu\2.1."),
+    (r"^update_block\.encoder\.conv([cf])([12])\.",
+     lambda m: f"update_block.motion_encoder.conv{'corr' if m[1] == 'c' else 'flow'}{m[2]}.0."),
+    (r"^update_block\.encoder\.conv\.", "update_block.motion_encoder.conv.0."),
+    (r"^update_block\.gru\.conv([zrq])([12])\.", r"update_block.recurrent_block.convgru\2.conv\1."),
+    (r"^update_block\.mask\.0\.", "mask_predictor.convrelu.0."),
+    (r"^update_block\.mask\.2\.", "mask_predictor.conv."),
+)
+
+
+def raft_state_from_princeton(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Rename a princeton-vl/RAFT state dict (``raft-things.pth``, the file VBench loads; with or without
+    DataParallel's ``module.`` prefix) to torchvision ``raft_large``'s names. Residual blocks' ``norm3`` is dropped:
+    it is the same module as ``downsample.1`` and is saved twice."""
+    out = {}
+    for key, value in state.items():
+        key = key.removeprefix("module.")
+        if re.search(r"\.layer\d\.\d\.norm3\.", key):
+            continue
+        for pattern, repl in _RAFT_RENAMES:
+            key = re.sub(pattern, repl, key, count=1)
+        out[key] = value
+    return out
 
 
 class RaftFlow(nn.Module):
@@ -85,8 +121,9 @@ def load_raft(weights: Weights | FlowFn, num_flow_updates: int = 20) -> FlowFn:
 
     Args:
         weights: A torchvision RAFT module (run with ``num_flow_updates``); any other module or callable
-            :data:`FlowFn` (e.g. a stub), used as is; a local path to the state dict of ``Raft_Large_Weights.C_T_V1``
-            (the "things" weights VBench uses); ``"hub"`` for torchvision's own download; ``None`` for random weights
+            :data:`FlowFn` (e.g. a stub), used as is; a local path to VBench's ``raft-things.pth`` (princeton-vl
+            names, converted by :func:`raft_state_from_princeton`) or to torchvision's port of it
+            (``Raft_Large_Weights.C_T_V1``); ``"hub"`` for torchvision's download; ``None`` for random weights
             (tests, benchmarks; warns).
         num_flow_updates: RAFT refinement iterations (VBench: 20).
     """
@@ -99,7 +136,10 @@ def load_raft(weights: Weights | FlowFn, num_flow_updates: int = 20) -> FlowFn:
 
     def load(path: Path) -> nn.Module:
         model = raft_large(weights=None)
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if any(k.removeprefix("module.").startswith("fnet.") for k in state):
+            state = raft_state_from_princeton(state)
+        model.load_state_dict(state)
         return RaftFlow(model, num_flow_updates)
 
     return load_feature_net(weights, metric="DynamicDegree", needed=RAFT_NEEDED,
@@ -175,7 +215,8 @@ def load_amt_interpolator(amt_root: str | Path, checkpoint: str | Path,
     ``corr_radius=3, corr_lvls=4, num_flows=3``) and run at full resolution (``scale_factor=1.0``).
 
     Args:
-        amt_root: Directory containing AMT's ``networks/`` package.
+        amt_root: Directory containing AMT's ``networks/`` package: an AMT checkout, or the copy an installed
+            VBench carries (``vbench/third_party/amt``, which gives VBench's numbers to 6e-8 with the same weights).
         checkpoint: ``amt-s.pth`` (a dict with ``"state_dict"``).
         device: Where to run the network.
 

@@ -8,7 +8,9 @@ holds one block (two with prefetch) at a time. With ``prefetch`` the next block'
 side CUDA stream while the current block computes.
 
 Inference only: the device copies are dropped, never written back, so weights must not be
-trained while offloaded.
+trained while offloaded. Offloaded blocks ignore ``.to()`` / ``.cuda()`` / ``.half()`` on any parent
+module, so a Lightning strategy (or any caller) can move the whole model to the GPU and only the
+non-block part lands there; :meth:`BlockOffload.remove` lifts that.
 """
 
 from __future__ import annotations
@@ -69,14 +71,17 @@ class BlockOffload:
         cuda = device.type == "cuda"
         self.stream = torch.cuda.Stream(device) if prefetch and cuda else None
         modules = [m for m in dit.modules() if isinstance(m, PackedDiT.block_types)]
-        self.original = {id(t): t.device for t in (*dit.parameters(), *dit.buffers())}
         self.blocks = [_Block(m, pin=cuda) for m in modules]
+        self.original = {id(t): t.device for block in self.blocks for t in block.tensors}
         for block in self.blocks:
             block.unload()
         in_blocks = {id(t) for block in self.blocks for t in block.tensors}
         for t in (*dit.parameters(), *dit.buffers()):
             if id(t) not in in_blocks:
                 t.data = t.data.to(device)
+        for block in self.blocks:
+            # Device and dtype moves of any parent skip the block: its tensors are the host copies.
+            block.module._apply = lambda fn, recurse=True, module=block.module: module
         self.hooks: list[RemovableHandle] = []
         for i, block in enumerate(self.blocks):
             following = self.blocks[i + 1] if i + 1 < len(self.blocks) else None
@@ -91,14 +96,16 @@ class BlockOffload:
         return hook
 
     def remove(self) -> None:
-        """Remove the hooks and put every tensor back on the device it had before offloading."""
+        """Remove the hooks and put the blocks back on the device they had before offloading (the rest of the
+        DiT stays where it is: the execution device, or wherever a parent's ``.to()`` has moved it since)."""
         for hook in self.hooks:
             hook.remove()
         self.hooks.clear()
         for block in self.blocks:
             block.unload()
-        for t in (*self.dit.parameters(), *self.dit.buffers()):
-            t.data = t.data.to(self.original[id(t)])
+            del block.module._apply
+            for t in block.tensors:
+                t.data = t.data.to(self.original[id(t)])
         self.dit.block_offload = None
 
 

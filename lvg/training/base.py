@@ -39,6 +39,7 @@ from lvg.models.lora import LoRAConfig, LoRALinear, apply_lora
 from lvg.models.memory_pack import MemoryPackConfig, MemoryPackState
 from lvg.models.semantic_pack import SemanticPack, SemanticPackConfig
 from lvg.models.weights import check_state_dict, load_dit, load_state_dict
+from lvg.sampling.offload import enable_block_offload
 from lvg.sampling.pipeline import LongVideoPipeline, SamplingConfig
 from lvg.training import parallel
 
@@ -180,6 +181,10 @@ class StageModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def setup(self, stage: str) -> None:
+        if stage in ("test", "predict") and self.sampling_config.offload:
+            # Before the strategy moves the module to the GPU: offloaded blocks stay in host memory (.to() skips
+            # them), so lvg test / predict of the 13B model fit a consumer GPU as lvg generate does.
+            enable_block_offload(self.dit, self.trainer.strategy.root_device)
         if stage == "fit":
             # fp32 master weights for what trains: FramePack-F1 ships bf16, and AdamW updates at lr 1e-5 vanish in
             # bf16. Frozen weights keep their dtype (memory); compute is bf16 via autocast / FSDP's param_dtype.
@@ -389,7 +394,7 @@ class StageModule(L.LightningModule):
         if encoders is None:
             raise ValueError("the datamodule does not name its encoders (codec, text, image); lvg cannot generate.")
         pipeline = LongVideoPipeline(self.dit, self.memory_pack_config, encoders, self.semantic_pack,
-                                     self.sampling_config)
+                                     self.sampling_config, device=self.device)
         lengths = [n if n is not None else pipeline.sections_for(s, self.hparams.fps)
                    for n, s in zip(batch["sections"], batch["seconds"])]
         seeds = [self.hparams.seed + int(i) for i in batch["index"]]
