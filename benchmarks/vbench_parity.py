@@ -18,7 +18,8 @@ regex`` (``decord`` and ``pyiqa`` are stubbed when missing: the frames and the s
 Prints one JSON object ``{"videos": [...], "metrics": {name: {"lvg", "vbench", "max_abs_diff", ...}}}``: per-video
 values from both sides, their largest absolute difference and that of the overall value. For the CLIP metrics it
 also reports how far OpenAI's and open_clip's implementations of the same network drift apart in fp32 on identical
-inputs (``openai_vs_open_clip_feature_max_abs_diff``): the floor for the metric differences there.
+inputs (``openai_vs_open_clip_feature_max_abs_diff``: the floor for the metric differences there) and VBench's code
+run around lvg's own CLIP tower (``same_network_max_abs_diff``: everything but the network implementation).
 """
 
 from __future__ import annotations
@@ -83,6 +84,19 @@ def randomise(module: torch.nn.Module, std: float, seed: int) -> torch.nn.Module
     return module.eval()
 
 
+class SameNetwork:
+    """OpenAI CLIP's ``encode_image`` interface (what VBench calls) over lvg's open_clip image tower."""
+
+    def __init__(self, visual: torch.nn.Module) -> None:
+        self.visual = visual
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return self.visual(images)
+
+    def eval(self) -> SameNetwork:
+        return self
+
+
 def compare(ours: list[float], theirs: list[float], ours_all: float, theirs_all: float, **extra) -> dict:
     diffs = [abs(a - b) for a, b in zip(ours, theirs, strict=True)]
     return {"lvg": ours, "vbench": theirs, "lvg_overall": ours_all, "vbench_overall": theirs_all,
@@ -97,6 +111,11 @@ def main() -> None:
                         help="extra sys.path entries (e.g. where OpenAI's clip package lives)")
     parser.add_argument("--metrics", nargs="*", default=list(METRICS), choices=METRICS)
     args = parser.parse_args()
+    if not (args.vbench / "vbench" / "subject_consistency.py").is_file():
+        parser.error(f"--vbench {args.vbench}: no vbench/subject_consistency.py there; pass a VBench clone or the "
+                     "unpacked PyPI wheel (pip download --no-deps vbench && unzip vbench-*.whl)")
+    if not (args.dino / "vision_transformer.py").is_file():
+        parser.error(f"--dino {args.dino}: no vision_transformer.py there; pass a facebookresearch/dino checkout")
 
     for path in (args.vbench, args.dino, *args.oracle_path):
         sys.path.insert(0, str(path.resolve()))
@@ -117,8 +136,9 @@ def main() -> None:
         per_video = []
         for name in names:
             frames, fps = videos[name]
-            per_video.append(metric.video_value(torch.from_numpy(frames).permute(0, 3, 1, 2).float(), fps))
-            metric.update([torch.from_numpy(frames).permute(0, 3, 1, 2).float()], fps=fps)
+            (score,) = metric.clip_scores(torch.from_numpy(frames).permute(0, 3, 1, 2).float(), fps, [slice(None)])
+            metric.add([score])
+            per_video.append(score[0] / score[1])
         return per_video, float(metric.compute())
 
     tmp = Path(tempfile.mkdtemp(prefix="vbench_parity_"))
@@ -160,7 +180,9 @@ def main() -> None:
 
                 oracle.load_video = load_video
                 theirs_all, records = oracle.background_consistency(openai_clip, None, names, "cpu", False)
-                per_video, overall = ours(consistency.BackgroundConsistency(folder))
+                metric = consistency.BackgroundConsistency(folder)
+                _, same = oracle.background_consistency(SameNetwork(metric.net("clip")), None, names, "cpu", False)
+                per_video, overall = ours(metric)
             else:
                 from vbench import aesthetic_quality as oracle
 
@@ -168,7 +190,12 @@ def main() -> None:
                 torch.save(head.state_dict(), tmp / "sa_0_4_vit_l_14_linear.pth")
                 oracle.load_video, oracle.batch_size = load_video, 32
                 theirs_all, records = oracle.laion_aesthetic(head, openai_clip, names, "cpu")
-                per_video, overall = ours(quality.AestheticQuality(folder, tmp / "sa_0_4_vit_l_14_linear.pth"))
+                metric = quality.AestheticQuality(folder, tmp / "sa_0_4_vit_l_14_linear.pth")
+                _, same = oracle.laion_aesthetic(head, SameNetwork(metric.net("clip")), names, "cpu")
+                per_video, overall = ours(metric)
+            # VBench's code around lvg's own CLIP tower: everything but the network implementation compared.
+            results[name]["same_network_max_abs_diff"] = max(
+                abs(a - r["video_results"]) for a, r in zip(per_video, same, strict=True))
         elif name == "imaging_quality":
             from pyiqa.archs.musiq_arch import MUSIQ
             from vbench import imaging_quality as oracle

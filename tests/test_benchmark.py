@@ -211,11 +211,10 @@ def test_lvg_test_writes_the_report_and_lvg_compare_tables_runs(tiny_run, monkey
 def test_vbench_long_clip_rule():
     from lvg.callbacks.benchmark import vbench_long_clips
 
-    video = torch.arange(50).view(50, 1, 1, 1)
-    clips = vbench_long_clips(video, fps=8)  # 16-frame clips; 50 = 3 x 16 + 2 -> one more clip of the last 16
-    assert [(int(c[0]), len(c)) for c in clips] == [(0, 16), (16, 16), (32, 16), (34, 16)]
-    assert [len(c) for c in vbench_long_clips(video[:48], fps=8)] == [16, 16, 16]
-    assert [len(c) for c in vbench_long_clips(video[:10], fps=8)] == [10]
+    # 16-frame clips at 8 fps; 50 = 3 x 16 + 2 -> one more clip of the last 16
+    assert vbench_long_clips(50, fps=8) == [slice(0, 16), slice(16, 32), slice(32, 48), slice(34, 50)]
+    assert vbench_long_clips(48, fps=8) == [slice(0, 16), slice(16, 32), slice(32, 48)]
+    assert vbench_long_clips(10, fps=8) == [slice(0, 10)]
 
 
 def test_lvg_test_on_two_ddp_processes_equals_one_process(tiny_run):

@@ -29,7 +29,7 @@ from lvg.metrics.consistency import (
 )
 from lvg.metrics.drift import Drift, segment_length
 from lvg.metrics.quality import AestheticQuality, ImagingQuality
-from lvg.metrics.video import MissingWeightsError, as_videos, center_crop, resize_longer_side, resize_short_side
+from lvg.metrics.video import MissingWeightsError, as_video, as_videos, center_crop, resize_longer_side, resize_short_side
 
 WORKER = Path(__file__).parent / "metrics_ddp_worker.py"
 
@@ -234,6 +234,47 @@ def test_drift():
     drift.update([video, angle_video([40] * 20)])
     assert float(drift.compute()) == pytest.approx(0.625 / 2, abs=1e-12)
     assert float(drift.metric.count) == 0  # the wrapped metric's own states are untouched
+
+
+class CountingStub(AngleStub):
+    """AngleStub that counts the frames it embeds."""
+
+    frames = 0
+
+    def forward(self, images: Tensor) -> Tensor:
+        self.frames += len(images)
+        return super().forward(images)
+
+
+class CountingScorer(nn.Module):
+    """Stub MUSIQ: the mean grey level in 0..100, counting the frames it scores."""
+
+    frames = 0
+
+    def forward(self, images: Tensor) -> Tensor:
+        self.frames += len(images)
+        return images.mean((1, 2, 3)) * 100
+
+
+@pytest.mark.parametrize("make", [
+    lambda: (CountingStub(), lambda stub: BackgroundConsistency(weights=stub)),
+    lambda: (CountingStub(), lambda stub: BackgroundConsistency(weights=stub, reduction="videos")),
+    lambda: (CountingScorer(), lambda stub: ImagingQuality(weights=stub)),
+], ids=["pairs", "videos", "imaging"])
+def test_clip_scores_share_frame_features_and_equal_scoring_each_clip_alone(make):
+    video = angle_video([0, 10, 30, 60, 100, 150, 170, 175, 178, 179, 30])
+    clips = [slice(0, 11), slice(0, 2), slice(9, 11), slice(1, 4), slice(4, 7), slice(7, 10)]
+    stub, build = make()
+    metric = build(stub)
+    shared = metric.clip_scores(video, None, clips)
+    assert stub.frames == len(video)  # every frame embedded once for all six clips
+    alone = [metric._score(as_video(video[c]), None) for c in clips]
+    for (n, d), (n_alone, d_alone) in zip(shared, alone, strict=True):
+        assert d == d_alone and n == pytest.approx(n_alone, abs=1e-12)
+    metric.add(shared[:1])
+    assert float(metric.compute()) == pytest.approx(metric.video_value(video), abs=1e-12)
+    with pytest.raises(ValueError, match=r"at least \d frames per clip"):
+        metric.clip_scores(video, None, [slice(3, 3)])
 
 
 def free_port() -> int:

@@ -91,22 +91,22 @@ def test_positive_threshold_skips_steps_and_stays_close(dit, plain):
 
 
 def test_caches_are_fresh_per_section_and_per_cfg_branch(dit, monkeypatch):
-    log = []  # (cache id, call index, computed)
+    log = []  # (cache, call index, computed): holding the caches keeps a freed one's id from being reused
     call = TeaCache.__call__
 
     def recording(self, *args):
         before = self.computed
         out = call(self, *args)
-        log.append((id(self), self.calls - 1, self.computed > before))
+        log.append((self, self.calls - 1, self.computed > before))
         return out
 
     monkeypatch.setattr(TeaCache, "__call__", recording)
     pipe = make_pipeline(dit, teacache_threshold=0.5, cfg_scale=3.0)
     pipe(image(), ["a red circle"], num_sections=2, fps=8, progress=False)
-    caches = list(dict.fromkeys(cache for cache, _, _ in log))
+    caches = list({id(cache): cache for cache, _, _ in log}.values())
     assert len(caches) == 4  # 2 sections x (cond, uncond)
     for cache in caches:
-        steps = [(i, computed) for c, i, computed in log if c == cache]
+        steps = [(i, computed) for c, i, computed in log if c is cache]
         assert [i for i, _ in steps] == list(range(STEPS))
         assert steps[0][1] and steps[-1][1]  # the first and last call of a section always recompute
     assert any(not computed for _, _, computed in log)

@@ -116,6 +116,21 @@ def test_main_job_chain_stage1_checkpoint_into_stage2(tmp_path, monkeypatch):
         main([*generate, "--ckpt_path", str(tmp_path / "other.ckpt"), "--prompt", "a", "--overwrite=true"])
 
 
+def test_loggers_record_the_config_dataclasses_as_plain_values(tmp_path):
+    """TensorBoard's hparams.yaml holds the configs field by field (Lightning's YAML path would skip a dataclass,
+    and its OmegaConf path, taken whenever omegaconf is installed, fails on frozen ones); checkpoints keep them."""
+    import yaml
+    from lightning.pytorch.core.saving import save_hparams_to_yaml
+
+    m = module(TeacherForcingModule)
+    for use_omegaconf in (False, True):
+        save_hparams_to_yaml(tmp_path / "hparams.yaml", m.hparams_initial, use_omegaconf=use_omegaconf)
+        saved = yaml.safe_load((tmp_path / "hparams.yaml").read_text())
+        assert saved["memory_pack"]["window"] == m.memory_pack_config.window
+        assert saved["sampling"]["steps"] == m.sampling_config.steps
+    assert isinstance(m.hparams["memory_pack"], MemoryPackConfig)
+
+
 def test_help_documents_options(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--help"])

@@ -7,10 +7,10 @@ paper's Table 1 layout), ``plots/*.png`` (every metric per section over time) an
 ``save_videos``, the videos. Overall values and curves also go to the run's loggers (TensorBoard:
 ``test/<metric>`` and ``test_curve/<metric>/<group>`` with the section as step).
 
-Metrics: any torchmetrics ``Metric`` with ``name`` and ``video_value`` (the VBench dimensions of
-:mod:`lvg.metrics`, configured with their weights in YAML), each also as a drift ``Delta^M``, and the
-toy-world truth scores for jobs that carry a ``truth`` file. Evaluator networks live here, in a
-callback, never in the LightningModule, so they never reach a training checkpoint. Under DDP the
+Metrics: :class:`~lvg.metrics.VideoMetric` subclasses (the VBench dimensions of :mod:`lvg.metrics`,
+configured with their weights in YAML), each also as a drift ``Delta^M``, and the toy-world truth
+scores for jobs that carry a ``truth`` file. Evaluator networks live here, in a callback, never in
+the LightningModule, so they never reach a training checkpoint. Under DDP the
 suite is split without duplicates, metric states are reduced by torchmetrics and the per-video
 records gathered to rank 0, which writes the report.
 
@@ -43,20 +43,21 @@ from lvg.data.video_io import write_video
 from lvg.metrics.report import write_report
 from lvg.metrics.toy_world import HIGHER_IS_BETTER as TRUTH_HIGHER
 from lvg.metrics.toy_world import ToyWorldTruth
+from lvg.metrics.video import VideoMetric
 
 log = logging.getLogger(__name__)
 TRUTH_CURVES = {"identity": True, "background": True, "occluder": True, "mean_luma": None, "contrast": None}
 
 
-def vbench_long_clips(video: torch.Tensor, fps: float, seconds: float = 2.0) -> list[torch.Tensor]:
-    """VBench-Long's split: consecutive ``seconds`` clips at the native fps; a remainder becomes one more
-    clip made of the last ``seconds``; a video shorter than one clip stays whole."""
-    n, t = max(1, round(seconds * fps)), video.shape[0]
+def vbench_long_clips(num_frames: int, fps: float, seconds: float = 2.0) -> list[slice]:
+    """VBench-Long's split of a ``num_frames`` video: consecutive ``seconds`` clips at the native fps; a
+    remainder becomes one more clip made of the last ``seconds``; a video shorter than one clip stays whole."""
+    n, t = max(1, round(seconds * fps)), num_frames
     if t <= n:
-        return [video]
-    clips = [video[i : i + n] for i in range(0, t - n + 1, n)]
+        return [slice(0, t)]
+    clips = [slice(i, i + n) for i in range(0, t - n + 1, n)]
     if t % n:
-        clips.append(video[t - n :])
+        clips.append(slice(t - n, t))
     return clips
 
 
@@ -85,8 +86,9 @@ class BenchmarkReport(L.Callback):
             metrics: VBench dimensions (``lvg.metrics.*``) with their feature-network weights.
             drift: also report each metric's drift Delta^M (first vs last 15 % of the frames).
             truth: toy-world truth scores for jobs with a ``truth`` file (the embedded suite).
-            curves: score every section on its own for the per-section plots (costs about one more
-                pass of each VBench metric over the frames).
+            curves: score every section on its own for the per-section plots (free for the frame-local
+                metrics, which embed each frame once for the video, its sections and its drift segments;
+                about one more pass over the frames for dynamic degree and motion smoothness).
             output_dir: report directory (default ``<trainer.default_root_dir>/benchmark/<checkpoint name>``).
             name: the run's name in tables (default ``<root dir name>:<checkpoint name>``).
             save_videos: keep the generated videos (``videos/<job id>.mp4``) next to the report.
@@ -98,8 +100,9 @@ class BenchmarkReport(L.Callback):
         super().__init__()
         self.metrics = list(metrics or [])
         for metric in self.metrics:
-            if not hasattr(metric, "video_value") or not hasattr(metric, "name"):
-                raise ValueError(f"{type(metric).__name__} is not an lvg video metric (needs `name` and `video_value`).")
+            if not isinstance(metric, VideoMetric):
+                raise ValueError(f"{type(metric).__name__} is not an lvg video metric (subclass "
+                                 "lvg.metrics.VideoMetric).")
         self.drifts = []
         if drift and self.metrics:
             from lvg.metrics.drift import Drift
@@ -145,22 +148,30 @@ class BenchmarkReport(L.Callback):
 
     def _score(self, job_id: str, video: torch.Tensor, job: dict[str, Any], fps: float, per_section: int,
                device: torch.device) -> dict[str, Any]:
-        """Per-video values (each metric's forward also accumulates its overall state) and curves."""
+        """Per-video values (also accumulated into each metric's overall state), drift and curves."""
         frames = video.permute(0, 3, 1, 2).to(device, torch.float32)  # (T, 3, H, W) 0..255: the metrics' layout
         record: dict[str, Any] = {"id": job_id, "group": job.get("group"), "seconds": job.get("seconds"),
                                   "sections_requested": job.get("sections"), "frames": int(video.shape[0]),
                                   "metrics": {}, "drift": {}, "sections": {}}
-        clips = vbench_long_clips(frames, fps) if self.vbench_long else [frames]
-        for metric in self.metrics:
-            record["metrics"][metric.name] = _number(metric(clips, fps=fps))
-        for drift in self.drifts:
-            record["drift"][drift.name] = _number(drift([frames], fps=fps))
-        if self.curves:
-            sections = [frames[1 + s * per_section : 1 + (s + 1) * per_section]
-                        for s in range((len(frames) - 1) // per_section)]
-            for metric in self.metrics:
-                if sections and len(sections[0]) >= metric.min_frames:
-                    record["sections"][metric.name] = [_number(metric.video_value(c, fps)) for c in sections]
+        t = len(frames)
+        clips = vbench_long_clips(t, fps) if self.vbench_long else [slice(0, t)]
+        sections = [slice(1 + s * per_section, 1 + (s + 1) * per_section) for s in range((t - 1) // per_section)]
+        drifts = self.drifts or [None] * len(self.metrics)
+        for metric, drift in zip(self.metrics, drifts, strict=True):
+            # One clip_scores call per metric: the video (or its VBench-Long clips), the drift segments and the
+            # sections share the frames' features.
+            ends = drift.segments(t) if drift is not None else []
+            curve = sections if self.curves and sections and per_section >= metric.min_frames else []
+            scores = metric.clip_scores(frames, fps, [*clips, *ends, *curve])
+            whole, scores = scores[:len(clips)], scores[len(clips):]
+            metric.add(whole)
+            record["metrics"][metric.name] = _number(sum(n for n, _ in whole) / sum(d for _, d in whole))
+            if drift is not None:
+                delta = drift.score_segments(scores[:2])
+                drift.add([delta])
+                record["drift"][drift.name] = _number(delta[0])
+            if curve:
+                record["sections"][metric.name] = [_number(n / d) for n, d in scores[len(ends):]]
         if self.truth is not None and "truth_path" in job:
             truth = json.loads(Path(job["truth_path"]).read_text())
             values = self.truth([video], [truth], fps=fps)

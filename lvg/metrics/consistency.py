@@ -129,6 +129,7 @@ class _Consistency(VideoMetric):
 
     min_frames = 2
     higher_is_better = True
+    frame_local = True
 
     def __init__(self, reduction: Reduction = "pairs", batch_size: int = 32, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -142,8 +143,11 @@ class _Consistency(VideoMetric):
         raise NotImplementedError
 
     @torch.no_grad()
-    def video_score(self, video: Tensor, fps: float | None) -> tuple[float, float]:
-        terms = consistency_terms(batched(self.features, video, self.batch_size))
+    def frame_features(self, video: Tensor) -> Tensor:
+        return batched(self.features, video, self.batch_size)
+
+    def score_features(self, features: Tensor) -> tuple[float, float]:
+        terms = consistency_terms(features)
         if self.reduction == "pairs":
             return float(terms.sum()), len(terms)
         return float(terms.mean()), 1

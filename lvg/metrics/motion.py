@@ -5,9 +5,9 @@ float frames in 0..255, layout (T, 3, H, W).
 
 * :class:`DynamicDegree` runs torchvision's RAFT large with the "things" weights VBench uses (its own
   ``raft-things.pth``, renamed on load, or torchvision's port ``Raft_Large_Weights.C_T_V1``), 20 flow updates;
-  the converted weights give bit-identical flow to VBench's vendored RAFT. VBench subsamples mp4 frames to about 8 fps and then requires
-  ``round(4 N / 16)`` of the ``N - 1`` pair scores to exceed ``6 min(H, W) / 256``; with ``N <= 2`` that count is
-  0, so any two-frame clip is "dynamic" — a VBench quirk we keep for parity.
+  the converted weights give bit-identical flow to VBench's vendored RAFT. VBench subsamples mp4 frames to about
+  8 fps and then requires ``round(4 N / 16)`` of the ``N - 1`` pair scores to exceed ``6 min(H, W) / 256``;
+  with ``N <= 2`` that count is 0, so any two-frame clip is "dynamic" — a VBench quirk we keep for parity.
 * :class:`MotionSmoothness` needs AMT-S. AMT's code is CC BY-NC 4.0 and is **not** part of lvg: pass any
   interpolator callable, or point :func:`load_amt_interpolator` at your own AMT checkout and ``amt-s.pth``
   (using them is your responsibility under their licence).
@@ -258,9 +258,9 @@ class MotionSmoothness(VideoMetric):
 
     Args:
         interpolator: ``(frame0, frame1, t) -> frame_t`` on float (N, 3, H, W) frames in [0, 1]
-            (see :data:`Interpolator`); a module is frozen and follows ``metric.to()``. Without it, ``amt_root`` and ``amt_weights`` load AMT-S via
-            :func:`load_amt_interpolator` (CC BY-NC 4.0, not shipped with lvg).
-        amt_root: Local AMT checkout.
+            (see :data:`Interpolator`); a module is frozen and follows ``metric.to()``. Without it, ``amt_root``
+            and ``amt_weights`` load AMT-S via :func:`load_amt_interpolator` (CC BY-NC 4.0, not shipped with lvg).
+        amt_root: Local AMT checkout (or VBench's ``vbench/third_party/amt``).
         amt_weights: Local ``amt-s.pth``.
         batch_size: Frame pairs per interpolator call.
         **kwargs: Passed to :class:`torchmetrics.Metric`.

@@ -71,17 +71,18 @@ class FrameQualityMetric(VideoMetric):
     """
 
     min_frames = 1
+    frame_local = True
 
     def __init__(self, batch_size: int, **kwargs) -> None:
         super().__init__(**kwargs)
         self.batch_size = batch_size
 
-    def frame_scores(self, video: Tensor) -> Tensor:
+    def frame_features(self, video: Tensor) -> Tensor:
         """(T,) per-frame scores of a float (T, 3, H, W) 0..255 video, on the scale of the per-video value."""
         raise NotImplementedError
 
-    def video_score(self, video: Tensor, fps: float | None) -> tuple[float, float]:
-        return float(self.frame_scores(video).double().mean()), 1.0
+    def score_features(self, features: Tensor) -> tuple[float, float]:
+        return float(features.double().mean()), 1.0
 
 
 class AestheticQuality(FrameQualityMetric):
@@ -104,7 +105,7 @@ class AestheticQuality(FrameQualityMetric):
         self._nets["head"] = load_aesthetic_head(head_weights)
 
     @torch.no_grad()
-    def frame_scores(self, video: Tensor) -> Tensor:
+    def frame_features(self, video: Tensor) -> Tensor:
         clip, head = self.net("clip"), self.net("head")
 
         def score(frames: Tensor) -> Tensor:
@@ -171,7 +172,7 @@ class ImagingQuality(FrameQualityMetric):
         self._scorer = (load_musiq(weights),)  # a tuple keeps a frozen net out of state_dict()
 
     @torch.no_grad()
-    def frame_scores(self, video: Tensor) -> Tensor:
+    def frame_features(self, video: Tensor) -> Tensor:
         scorer = self._scorer[0]
         if isinstance(scorer, nn.Module):
             scorer = scorer.to(video.device)

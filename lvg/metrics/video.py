@@ -179,6 +179,11 @@ class VideoMetric(Metric):
     per-video value (:meth:`video_value`) is numerator / denominator. Calling the metric (``metric([video])``,
     torchmetrics ``forward``) returns the value of that batch alone.
 
+    Frame-local metrics (``frame_local = True``: consistency, aesthetic, imaging) score a clip from per-frame
+    features alone; they implement :meth:`frame_features` and :meth:`score_features` instead, and
+    :meth:`clip_scores` then scores any number of clips of one video (the whole video, its sections, its drift
+    segments) embedding each frame once.
+
     Feature networks go in ``self._nets`` (a plain dict: not submodules, so not in ``state_dict()``); use
     :meth:`net` to get one on the metric's device.
     """
@@ -188,6 +193,7 @@ class VideoMetric(Metric):
     higher_is_better = True
     name: str = ""
     min_frames: int = 1
+    frame_local: bool = False
 
     total: Tensor
     count: Tensor
@@ -211,7 +217,43 @@ class VideoMetric(Metric):
 
     def video_score(self, video: Tensor, fps: float | None) -> tuple[float, float]:
         """``(numerator, denominator)`` of one float (T, 3, H, W) 0..255 video with ``T >= min_frames``."""
-        raise NotImplementedError
+        if not self.frame_local:
+            raise NotImplementedError(f"{type(self).__name__} implements neither video_score nor frame_features")
+        return self.score_features(self.frame_features(video))
+
+    def frame_features(self, video: Tensor) -> Tensor:
+        """(T, ...) per-frame features of a float (T, 3, H, W) 0..255 video (frame-local metrics)."""
+        raise NotImplementedError(f"{type(self).__name__} is not frame-local")
+
+    def score_features(self, features: Tensor) -> tuple[float, float]:
+        """``(numerator, denominator)`` of a clip from its frames' :meth:`frame_features` (frame-local metrics)."""
+        raise NotImplementedError(f"{type(self).__name__} is not frame-local")
+
+    def clip_scores(self, video: Tensor, fps: float | None, clips: Sequence[slice]) -> list[tuple[float, float]]:
+        """``(numerator, denominator)`` of each ``video[clip]``, as :meth:`video_score` of that clip alone would
+        give; a frame-local metric embeds each frame of ``video`` once for all the clips.
+
+        Args:
+            video: One (T, 3, H, W) video (float 0..255 or uint8).
+            fps: Its frame rate (None for image folders).
+            clips: Frame ranges, each at least ``min_frames`` long.
+        """
+        video = as_video(video)
+        for clip in clips:
+            if len(range(*clip.indices(len(video)))) < self.min_frames:
+                raise ValueError(f"{type(self).__name__} needs at least {self.min_frames} frames per clip, "
+                                 f"got {clip} of a {len(video)}-frame video")
+        if not self.frame_local:
+            return [self._score(video[clip], fps) for clip in clips]
+        features = self.frame_features(video.to(self.device))
+        return [self.score_features(features[clip]) for clip in clips]
+
+    def add(self, scores: Sequence[tuple[float, float]]) -> None:
+        """Accumulate precomputed ``(numerator, denominator)`` pairs (e.g. from :meth:`clip_scores`), as
+        :meth:`update` does for the videos they score."""
+        for numerator, denominator in scores:
+            self.total += numerator
+            self.count += int(denominator)
 
     def _score(self, video: Tensor, fps: float | None) -> tuple[float, float]:
         if len(video) < self.min_frames:
@@ -232,10 +274,7 @@ class VideoMetric(Metric):
     def update(self, videos: Tensor | Sequence[Tensor], fps: float | None = None) -> None:
         """Accumulate videos: a (B, T, 3, H, W) batch (uint8, or float 0..255), one (T, 3, H, W) video or a list of
         variable-length (T, 3, H, W) videos; ``fps`` is their frame rate (None for image folders)."""
-        for video in as_videos(videos):
-            numerator, denominator = self._score(video, fps)
-            self.total += numerator
-            self.count += int(denominator)
+        self.add([self._score(video, fps) for video in as_videos(videos)])
 
     def compute(self) -> Tensor:
         return self.total / self.count

@@ -19,6 +19,7 @@ Shapes: B videos, C channels, F latent frames of a video, W window, h/w latent h
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -28,6 +29,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.fabric.utilities.data import AttributeDict
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor
@@ -56,6 +58,17 @@ TRAINABLE_GROUPS: dict[str, tuple[str, ...]] = {
     "lora": (),  # the adapters (``lora_down`` / ``lora_up`` of LoRA layers), selected by module, not by prefix
 }
 """Named parameter groups for ``trainable``; any other token is used as a parameter-name prefix."""
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses as dicts and tuples as lists, recursively: what plain YAML (and OmegaConf) can hold."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 class StageModule(L.LightningModule):
@@ -180,8 +193,18 @@ class StageModule(L.LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    @property
+    def hparams_initial(self) -> AttributeDict:
+        """What loggers record (TensorBoard's hparams.yaml): the init arguments with the config dataclasses as
+        plain dicts (:func:`_plain`). Readable, and it keeps Lightning's OmegaConf path (taken whenever omegaconf is installed,
+        e.g. next to Hydra) from failing on the frozen dataclasses. Checkpoints keep the dataclasses."""
+        return AttributeDict({k: _plain(v) for k, v in super().hparams_initial.items()})
+
     def setup(self, stage: str) -> None:
         if stage in ("test", "predict") and self.sampling_config.offload:
+            if isinstance(self.trainer.strategy, parallel.FSDPStrategy):
+                raise ValueError("sampling.offload streams whole blocks from host memory and cannot run under "
+                                 "FSDPStrategy (which shards them); use one process per GPU (strategy: auto or ddp).")
             # Before the strategy moves the module to the GPU: offloaded blocks stay in host memory (.to() skips
             # them), so lvg test / predict of the 13B model fit a consumer GPU as lvg generate does.
             enable_block_offload(self.dit, self.trainer.strategy.root_device)
