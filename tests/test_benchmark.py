@@ -208,6 +208,15 @@ def test_lvg_test_writes_the_report_and_lvg_compare_tables_runs(tiny_run, monkey
         main(["compare", "nothing.json"])
 
 
+def test_benchmark_report_refuses_metrics_that_cannot_score_clips():
+    from torchmetrics import MeanMetric
+
+    from lvg.callbacks.benchmark import BenchmarkReport
+
+    with pytest.raises(ValueError, match="MeanMetric is not an lvg video metric"):
+        BenchmarkReport(metrics=[MeanMetric()])
+
+
 def test_vbench_long_clip_rule():
     from lvg.callbacks.benchmark import vbench_long_clips
 

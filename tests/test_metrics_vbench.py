@@ -29,7 +29,14 @@ from lvg.metrics.consistency import (
 )
 from lvg.metrics.drift import Drift, segment_length
 from lvg.metrics.quality import AestheticQuality, ImagingQuality
-from lvg.metrics.video import MissingWeightsError, as_video, as_videos, center_crop, resize_longer_side, resize_short_side
+from lvg.metrics.video import (
+    MissingWeightsError,
+    as_video,
+    as_videos,
+    center_crop,
+    resize_longer_side,
+    resize_short_side,
+)
 
 WORKER = Path(__file__).parent / "metrics_ddp_worker.py"
 
