@@ -206,6 +206,42 @@ def test_imaging_quality_with_stub_scorer():
     assert float(metric.compute()) == pytest.approx((0.2 + 0.6) / 2, abs=1e-6)
 
 
+def openai_archive(model: nn.Module, path: Path) -> None:
+    """Save ``model``'s weights as OpenAI's releases are: a TorchScript archive under OpenAI's names (open_clip's,
+    without its attention-mask buffer), with the three hyper-parameter entries ``clip.load`` drops."""
+    state = {k: v for k, v in model.state_dict().items() if k != "attn_mask"}
+    state |= {"input_resolution": torch.tensor(224), "context_length": torch.tensor(77),
+              "vocab_size": torch.tensor(49408)}
+    root = nn.Module()
+    for key, value in state.items():
+        *parents, leaf = key.split(".")
+        node = root
+        for name in parents:
+            if not hasattr(node, name):
+                node.add_module(name, nn.Module())
+            node = getattr(node, name)
+        node.register_buffer(leaf, value.clone())
+    torch.jit.save(torch.jit.script(root), str(path))
+
+
+def test_openai_clip_archives_load_as_vbench_reads_them(tmp_path):
+    """VBench's cache holds OpenAI's own ViT-B-32.pt / ViT-L-14.pt; a directory with one of them is enough, the
+    weights come out fp16-rounded as OpenAI released them, and the wrong size is refused."""
+    import open_clip
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = open_clip.create_model("ViT-B-32-quickgelu").eval()
+    openai_archive(model, tmp_path / "ViT-B-32.pt")
+    metric = BackgroundConsistency(weights=tmp_path)
+    x = torch.randn(2, 3, 224, 224)
+    open_clip.model.convert_weights_to_lp(model, dtype=torch.float16)  # OpenAI's fp16 rounding, its layer choice
+    with torch.no_grad():
+        torch.testing.assert_close(metric.net("clip")(x), model.float().visual(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="patch size 32 and width 768; ViT-L-14-quickgelu needs 14 and 1024"):
+        load_clip_visual("ViT-L-14-quickgelu", tmp_path / "ViT-B-32.pt", "AestheticQuality")
+
+
 def test_missing_weights_path_is_a_clear_error(tmp_path):
     with pytest.raises(MissingWeightsError, match="dino_vitbase16_pretrain.pth"):
         SubjectConsistency(weights=tmp_path / "nope.pth")

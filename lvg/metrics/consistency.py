@@ -91,11 +91,14 @@ def dino_forward(vit: nn.Module, x: Tensor) -> Tensor:
     return vit.norm(tokens)[:, 0]
 
 
+OPENAI_CLIP_FILES = {"ViT-B-32-quickgelu": "ViT-B-32.pt", "ViT-L-14-quickgelu": "ViT-L-14.pt"}
+"""OpenAI's own releases (TorchScript archives, fp16): what VBench's ``clip.load`` reads from
+``~/.cache/vbench/clip_model/``."""
 CLIP_NEEDED = {
-    "ViT-B-32-quickgelu": "OpenAI CLIP ViT-B/32: open_clip_model.safetensors from "
-                          "huggingface.co/timm/vit_base_patch32_clip_224.openai (what open_clip's 'openai' tag loads)",
-    "ViT-L-14-quickgelu": "OpenAI CLIP ViT-L/14: open_clip_model.safetensors from "
-                          "huggingface.co/timm/vit_large_patch14_clip_224.openai (what open_clip's 'openai' tag loads)",
+    arch: f"OpenAI CLIP {name}: OpenAI's {OPENAI_CLIP_FILES[arch]} (openaipublic.azureedge.net/clip/models/..., "
+          f"what VBench downloads) or open_clip_model.safetensors from huggingface.co/timm/{repo}"
+    for arch, name, repo in (("ViT-B-32-quickgelu", "ViT-B/32", "vit_base_patch32_clip_224.openai"),
+                             ("ViT-L-14-quickgelu", "ViT-L/14", "vit_large_patch14_clip_224.openai"))
 }
 CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
@@ -106,6 +109,22 @@ def _open_clip_visual(arch: str, pretrained: str | None) -> nn.Module:
     return open_clip.create_model(arch, pretrained=pretrained).visual
 
 
+def _load_clip_file(arch: str, path: Path) -> nn.Module:
+    """The image tower from an open_clip checkpoint, or from OpenAI's ``.pt`` (a TorchScript archive or a state
+    dict; open_clip's OpenAI loader rebuilds it with OpenAI's fp16 rounding, as ``clip.load`` does)."""
+    import open_clip
+
+    if path.suffix != ".pt":
+        return _open_clip_visual(arch, str(path))
+    visual = open_clip.load_openai_model(str(path), precision="fp32", device="cpu").visual
+    vision = open_clip.get_model_config(arch)["vision_cfg"]
+    found = (visual.conv1.kernel_size[0], visual.conv1.out_channels)
+    if found != (vision["patch_size"], vision["width"]):
+        raise ValueError(f"{path} is a CLIP with patch size {found[0]} and width {found[1]}; {arch} needs "
+                         f"{vision['patch_size']} and {vision['width']} ({OPENAI_CLIP_FILES[arch]})")
+    return visual
+
+
 def load_clip_visual(arch: str, weights: Weights, metric: str) -> nn.Module:
     """The image tower of open_clip ``arch`` (``ViT-B-32-quickgelu`` / ``ViT-L-14-quickgelu``: OpenAI CLIP uses
     QuickGELU; plain ``ViT-B-32`` builds GELU), mapping CLIP-normalised (N, 3, 224, 224) to (N, D) unnormalised
@@ -113,14 +132,16 @@ def load_clip_visual(arch: str, weights: Weights, metric: str) -> nn.Module:
 
     Args:
         arch: open_clip model name.
-        weights: A module (used as is), a local open_clip checkpoint (file, or a directory holding one of
-            ``open_clip_model.safetensors`` / ``open_clip_pytorch_model.bin``), ``"hub"`` (open_clip's ``openai``
-            download) or None (random weights).
+        weights: A module (used as is); a local file: OpenAI's ``ViT-B-32.pt`` / ``ViT-L-14.pt`` (VBench's cache)
+            or an open_clip checkpoint; a directory holding one of those (``ViT-B-32.pt`` /
+            ``open_clip_model.safetensors`` / ``open_clip_pytorch_model.bin``); ``"hub"`` (open_clip's
+            ``openai`` download) or None (random weights).
         metric: Metric class name, for messages.
     """
-    return load_feature_net(weights, metric=metric, needed=CLIP_NEEDED[arch], names=CLIP_FILES,
+    return load_feature_net(weights, metric=metric, needed=CLIP_NEEDED[arch],
+                            names=(OPENAI_CLIP_FILES[arch], *CLIP_FILES),
                             build=lambda: _open_clip_visual(arch, None),
-                            load=lambda path: _open_clip_visual(arch, str(path)),
+                            load=lambda path: _load_clip_file(arch, path),
                             hub=lambda: _open_clip_visual(arch, "openai"))
 
 
