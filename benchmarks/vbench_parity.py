@@ -137,7 +137,7 @@ def main() -> None:
         for name in names:
             frames, fps = videos[name]
             (score,) = metric.clip_scores(torch.from_numpy(frames).permute(0, 3, 1, 2).float(), fps, [slice(None)])
-            metric.add([score])
+            metric.update(scores=[score])
             per_video.append(score[0] / score[1])
         return per_video, float(metric.compute())
 

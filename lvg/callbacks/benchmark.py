@@ -164,11 +164,11 @@ class BenchmarkReport(L.Callback):
             curve = sections if self.curves and sections and per_section >= metric.min_frames else []
             scores = metric.clip_scores(frames, fps, [*clips, *ends, *curve])
             whole, scores = scores[:len(clips)], scores[len(clips):]
-            metric.add(whole)
+            metric.update(scores=whole)
             record["metrics"][metric.name] = _number(sum(n for n, _ in whole) / sum(d for _, d in whole))
             if drift is not None:
                 delta = drift.score_segments(scores[:2])
-                drift.add([delta])
+                drift.update(scores=[delta])
                 record["drift"][drift.name] = _number(delta[0])
             if curve:
                 record["sections"][metric.name] = [_number(n / d) for n, d in scores[len(ends):]]

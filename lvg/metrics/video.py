@@ -231,7 +231,8 @@ class VideoMetric(Metric):
 
     def clip_scores(self, video: Tensor, fps: float | None, clips: Sequence[slice]) -> list[tuple[float, float]]:
         """``(numerator, denominator)`` of each ``video[clip]``, as :meth:`video_score` of that clip alone would
-        give; a frame-local metric embeds each frame of ``video`` once for all the clips.
+        give; a frame-local metric embeds each frame of ``video`` once for all the clips. Accumulate any of them
+        with ``update(scores=...)``.
 
         Args:
             video: One (T, 3, H, W) video (float 0..255 or uint8).
@@ -247,13 +248,6 @@ class VideoMetric(Metric):
             return [self._score(video[clip], fps) for clip in clips]
         features = self.frame_features(video.to(self.device))
         return [self.score_features(features[clip]) for clip in clips]
-
-    def add(self, scores: Sequence[tuple[float, float]]) -> None:
-        """Accumulate precomputed ``(numerator, denominator)`` pairs (e.g. from :meth:`clip_scores`), as
-        :meth:`update` does for the videos they score."""
-        for numerator, denominator in scores:
-            self.total += numerator
-            self.count += int(denominator)
 
     def _score(self, video: Tensor, fps: float | None) -> tuple[float, float]:
         if len(video) < self.min_frames:
@@ -271,10 +265,18 @@ class VideoMetric(Metric):
         numerator, denominator = self._score(as_video(video), fps)
         return numerator / denominator
 
-    def update(self, videos: Tensor | Sequence[Tensor], fps: float | None = None) -> None:
+    def update(self, videos: Tensor | Sequence[Tensor] | None = None, fps: float | None = None, *,
+               scores: Sequence[tuple[float, float]] | None = None) -> None:
         """Accumulate videos: a (B, T, 3, H, W) batch (uint8, or float 0..255), one (T, 3, H, W) video or a list of
-        variable-length (T, 3, H, W) videos; ``fps`` is their frame rate (None for image folders)."""
-        self.add([self._score(video, fps) for video in as_videos(videos)])
+        variable-length (T, 3, H, W) videos; ``fps`` is their frame rate (None for image folders). Or accumulate
+        precomputed ``scores``: ``(numerator, denominator)`` pairs, e.g. from :meth:`clip_scores`."""
+        if (videos is None) == (scores is None):
+            raise ValueError(f"{type(self).__name__}.update takes videos or scores, not both or neither")
+        if scores is None:
+            scores = [self._score(video, fps) for video in as_videos(videos)]
+        for numerator, denominator in scores:
+            self.total += numerator
+            self.count += int(denominator)
 
     def compute(self) -> Tensor:
         return self.total / self.count
