@@ -70,7 +70,7 @@ def test_raft_things_names_map_onto_torchvision_raft_large(tmp_path):
     for key, value in state.items():
         renamed[_princeton_name(key, inverse)] = value
     torch.save(renamed, tmp_path / "raft-things.pth")
-    metric = DynamicDegree(tmp_path / "raft-things.pth", num_flow_updates=2)
+    metric = DynamicDegree(tmp_path, num_flow_updates=2)  # a directory holding it, as VBench's cache does
     x = torch.rand(1, 3, 128, 128) * 2 - 1
     with torch.no_grad():
         torch.testing.assert_close(metric.flow(x, x.roll(2, -1)), model(x, x.roll(2, -1), num_flow_updates=2)[-1])

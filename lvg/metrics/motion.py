@@ -121,10 +121,10 @@ def load_raft(weights: Weights | FlowFn, num_flow_updates: int = 20) -> FlowFn:
 
     Args:
         weights: A torchvision RAFT module (run with ``num_flow_updates``); any other module or callable
-            :data:`FlowFn` (e.g. a stub), used as is; a local path to VBench's ``raft-things.pth`` (princeton-vl
-            names, converted by :func:`raft_state_from_princeton`) or to torchvision's port of it
-            (``Raft_Large_Weights.C_T_V1``); ``"hub"`` for torchvision's download; ``None`` for random weights
-            (tests, benchmarks; warns).
+            :data:`FlowFn` (e.g. a stub), used as is; a local path (or a directory holding it) to VBench's
+            ``raft-things.pth`` (princeton-vl names, converted by :func:`raft_state_from_princeton`) or to
+            torchvision's port of it (``Raft_Large_Weights.C_T_V1``); ``"hub"`` for torchvision's download;
+            ``None`` for random weights (tests, benchmarks; warns).
         num_flow_updates: RAFT refinement iterations (VBench: 20).
     """
     from torchvision.models.optical_flow import RAFT, Raft_Large_Weights, raft_large
@@ -143,6 +143,7 @@ def load_raft(weights: Weights | FlowFn, num_flow_updates: int = 20) -> FlowFn:
         return RaftFlow(model, num_flow_updates)
 
     return load_feature_net(weights, metric="DynamicDegree", needed=RAFT_NEEDED,
+                            names=("raft-things.pth", "raft_large_C_T_V1-22a6c225.pth"),
                             build=lambda: RaftFlow(raft_large(weights=None), num_flow_updates), load=load,
                             hub=lambda: RaftFlow(raft_large(weights=Raft_Large_Weights.C_T_V1), num_flow_updates))
 
