@@ -324,6 +324,17 @@ def test_clip_scores_share_frame_features_and_equal_scoring_each_clip_alone(make
         metric.clip_scores(video, None, [slice(3, 3)])
 
 
+def test_an_incomplete_metric_is_refused_when_built():
+    from lvg.metrics import FrameLocalMetric
+
+    class FeaturesOnly(FrameLocalMetric):
+        def frame_features(self, video: Tensor) -> Tensor:
+            return video.mean((1, 2, 3))
+
+    with pytest.raises(TypeError, match="abstract method.*score_features"):
+        FeaturesOnly()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

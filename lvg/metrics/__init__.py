@@ -7,7 +7,7 @@ from lvg.metrics.drift import Drift
 from lvg.metrics.elo import elo_ratings, read_preferences
 from lvg.metrics.motion import DynamicDegree, MotionSmoothness
 from lvg.metrics.quality import AestheticQuality, ImagingQuality
-from lvg.metrics.video import VideoMetric
+from lvg.metrics.video import FrameLocalMetric, VideoMetric
 
-__all__ = ["AestheticQuality", "BackgroundConsistency", "Drift", "DynamicDegree", "ImagingQuality",
+__all__ = ["AestheticQuality", "BackgroundConsistency", "Drift", "DynamicDegree", "FrameLocalMetric", "ImagingQuality",
            "MotionSmoothness", "SubjectConsistency", "VideoMetric", "elo_ratings", "read_preferences"]

@@ -15,6 +15,7 @@ Both embed every frame, L2-normalise the features and score frame i = 1..T-1 by
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lvg.metrics.video import VideoMetric, Weights, batched, center_crop, load_feature_net, resize_short_side
+from lvg.metrics.video import FrameLocalMetric, Weights, batched, center_crop, load_feature_net, resize_short_side
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -145,12 +146,11 @@ def load_clip_visual(arch: str, weights: Weights, metric: str) -> nn.Module:
                             hub=lambda: _open_clip_visual(arch, "openai"))
 
 
-class _Consistency(VideoMetric):
+class _Consistency(FrameLocalMetric):
     """Consistency formula over per-frame features; subclasses implement :meth:`features`."""
 
     min_frames = 2
     higher_is_better = True
-    frame_local = True
 
     def __init__(self, reduction: Reduction = "pairs", batch_size: int = 32, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -159,9 +159,9 @@ class _Consistency(VideoMetric):
         self.reduction = reduction
         self.batch_size = batch_size
 
+    @abstractmethod
     def features(self, frames: Tensor) -> Tensor:
         """(N, D) features of (N, 3, H, W) 0..255 frames."""
-        raise NotImplementedError
 
     @torch.no_grad()
     def frame_features(self, video: Tensor) -> Tensor:

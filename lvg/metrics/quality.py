@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from torch import Tensor, nn
 from lvg.metrics.consistency import clip_preprocess, load_clip_visual
 from lvg.metrics.video import (
     HUB,
-    VideoMetric,
+    FrameLocalMetric,
     Weights,
     batched,
     frozen,
@@ -62,7 +63,7 @@ def load_aesthetic_head(weights: str | Path | nn.Module | None) -> nn.Module:
     return frozen(head)
 
 
-class FrameQualityMetric(VideoMetric):
+class FrameQualityMetric(FrameLocalMetric):
     """A per-frame score averaged over each video's frames, then over videos.
 
     Args:
@@ -71,15 +72,14 @@ class FrameQualityMetric(VideoMetric):
     """
 
     min_frames = 1
-    frame_local = True
 
     def __init__(self, batch_size: int, **kwargs) -> None:
         super().__init__(**kwargs)
         self.batch_size = batch_size
 
+    @abstractmethod
     def frame_features(self, video: Tensor) -> Tensor:
         """(T,) per-frame scores of a float (T, 3, H, W) 0..255 video, on the scale of the per-video value."""
-        raise NotImplementedError
 
     def score_features(self, features: Tensor) -> tuple[float, float]:
         return float(features.double().mean()), 1.0

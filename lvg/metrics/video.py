@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import warnings
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -179,10 +180,8 @@ class VideoMetric(Metric):
     per-video value (:meth:`video_value`) is numerator / denominator. Calling the metric (``metric([video])``,
     torchmetrics ``forward``) returns the value of that batch alone.
 
-    Frame-local metrics (``frame_local = True``: consistency, aesthetic, imaging) score a clip from per-frame
-    features alone; they implement :meth:`frame_features` and :meth:`score_features` instead, and
-    :meth:`clip_scores` then scores any number of clips of one video (the whole video, its sections, its drift
-    segments) embedding each frame once.
+    :meth:`clip_scores` scores several clips of one video (the whole video, its sections, its drift segments);
+    :class:`FrameLocalMetric` does it embedding each frame once.
 
     Feature networks go in ``self._nets`` (a plain dict: not submodules, so not in ``state_dict()``); use
     :meth:`net` to get one on the metric's device.
@@ -193,7 +192,6 @@ class VideoMetric(Metric):
     higher_is_better = True
     name: str = ""
     min_frames: int = 1
-    frame_local: bool = False
 
     total: Tensor
     count: Tensor
@@ -215,39 +213,29 @@ class VideoMetric(Metric):
             self._nets[key] = module.to(self.device)
         return out
 
+    @abstractmethod
     def video_score(self, video: Tensor, fps: float | None) -> tuple[float, float]:
         """``(numerator, denominator)`` of one float (T, 3, H, W) 0..255 video with ``T >= min_frames``."""
-        if not self.frame_local:
-            raise NotImplementedError(f"{type(self).__name__} implements neither video_score nor frame_features")
-        return self.score_features(self.frame_features(video))
-
-    def frame_features(self, video: Tensor) -> Tensor:
-        """(T, ...) per-frame features of a float (T, 3, H, W) 0..255 video (frame-local metrics)."""
-        raise NotImplementedError(f"{type(self).__name__} is not frame-local")
-
-    def score_features(self, features: Tensor) -> tuple[float, float]:
-        """``(numerator, denominator)`` of a clip from its frames' :meth:`frame_features` (frame-local metrics)."""
-        raise NotImplementedError(f"{type(self).__name__} is not frame-local")
 
     def clip_scores(self, video: Tensor, fps: float | None, clips: Sequence[slice]) -> list[tuple[float, float]]:
-        """``(numerator, denominator)`` of each ``video[clip]``, as :meth:`video_score` of that clip alone would
-        give; a frame-local metric embeds each frame of ``video`` once for all the clips. Accumulate any of them
-        with ``update(scores=...)``.
+        """``(numerator, denominator)`` of each ``video[clip]``, as :meth:`video_score` of that clip alone gives.
+        Accumulate any of them with ``update(scores=...)``.
 
         Args:
             video: One (T, 3, H, W) video (float 0..255 or uint8).
             fps: Its frame rate (None for image folders).
             clips: Frame ranges, each at least ``min_frames`` long.
         """
+        video = self._check_clips(video, clips)
+        return [self._score(video[clip], fps) for clip in clips]
+
+    def _check_clips(self, video: Tensor, clips: Sequence[slice]) -> Tensor:
         video = as_video(video)
         for clip in clips:
             if len(range(*clip.indices(len(video)))) < self.min_frames:
                 raise ValueError(f"{type(self).__name__} needs at least {self.min_frames} frames per clip, "
                                  f"got {clip} of a {len(video)}-frame video")
-        if not self.frame_local:
-            return [self._score(video[clip], fps) for clip in clips]
-        features = self.frame_features(video.to(self.device))
-        return [self.score_features(features[clip]) for clip in clips]
+        return video
 
     def _score(self, video: Tensor, fps: float | None) -> tuple[float, float]:
         if len(video) < self.min_frames:
@@ -282,6 +270,27 @@ class VideoMetric(Metric):
         return self.total / self.count
 
 
-__all__ = ["HUB", "MissingWeightsError", "VideoMetric", "Weights", "as_video", "as_videos", "batched", "center_crop",
+class FrameLocalMetric(VideoMetric):
+    """A metric whose clip score depends only on per-frame features (consistency, aesthetic, imaging): subclasses
+    implement :meth:`frame_features` and :meth:`score_features`, and :meth:`clip_scores` embeds each frame of the
+    video once for all its clips."""
+
+    @abstractmethod
+    def frame_features(self, video: Tensor) -> Tensor:
+        """(T, ...) per-frame features of a float (T, 3, H, W) 0..255 video."""
+
+    @abstractmethod
+    def score_features(self, features: Tensor) -> tuple[float, float]:
+        """``(numerator, denominator)`` of a clip from its frames' :meth:`frame_features`."""
+
+    def video_score(self, video: Tensor, fps: float | None) -> tuple[float, float]:
+        return self.score_features(self.frame_features(video))
+
+    def clip_scores(self, video: Tensor, fps: float | None, clips: Sequence[slice]) -> list[tuple[float, float]]:
+        features = self.frame_features(self._check_clips(video, clips).to(self.device))
+        return [self.score_features(features[clip]) for clip in clips]
+
+
+__all__ = ["HUB", "FrameLocalMetric", "MissingWeightsError", "VideoMetric", "Weights", "as_video", "as_videos", "batched", "center_crop",
            "frozen", "load_feature_net", "resize_longer_side", "resize_short_side", "resolve_weights",
            "warn_random"]
