@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from lvg.data.toy_world import ToyWorldConfig, render_video, sample_video_spec
 from lvg.models.encoders import ImageEncoder, PixelCodec, TextEncoder, ToyImageEncoder, ToyTextEncoder, VideoCodec
 
 
@@ -12,10 +13,22 @@ def test_pixel_codec_is_exactly_invertible():
     video = torch.randint(0, 256, (2, 5, 3, 16, 24), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     latents = codec.encode(video)
     assert latents.shape == (2, 48, 5, 4, 6)
-    assert latents.min() >= -1 and latents.max() <= 1
     assert torch.equal(codec.decode(latents), video)
-    # space-to-depth: channel c*16 + i*4 + j of latent (y, x) is pixel (4y + i, 4x + j) of colour c
-    assert latents[1, 2 * 16 + 1 * 4 + 3, 4, 2, 5] == video[1, 4, 2, 4 * 2 + 1, 4 * 5 + 3].float() / 127.5 - 1
+    # space-to-depth: channel c*16 + i*4 + j of latent (y, x) is pixel (4y + i, 4x + j) of colour c, normalised
+    pixel = video[1, 4, 2, 4 * 2 + 1, 4 * 5 + 3].float() / 127.5 - 1
+    torch.testing.assert_close(latents[1, 2 * 16 + 1 * 4 + 3, 4, 2, 5], (pixel - codec.shift_factor) * codec.scaling_factor)
+    raw = PixelCodec(4, scaling_factor=1.0, shift_factor=0.0).encode(video)
+    assert raw.min() >= -1 and raw.max() <= 1 and torch.equal(PixelCodec(4, 1.0, 0.0).decode(raw), video)
+
+
+def test_pixel_codec_latents_are_normalised_on_the_toy_world():
+    """The declared factors give toy-world latents ~zero mean and unit std (the flow's noise has std 1)."""
+    config = ToyWorldConfig(num_videos=4)
+    frames = torch.cat([torch.from_numpy(render_video(sample_video_spec(config, i))[0]) for i in range(4)])
+    latents = PixelCodec(2).encode(frames.permute(0, 3, 1, 2)[None])
+    assert abs(latents.mean().item()) < 0.25 and 0.8 < latents.std().item() < 1.25
+    raw = PixelCodec(2, scaling_factor=1.0, shift_factor=0.0).encode(frames.permute(0, 3, 1, 2)[None])
+    assert raw.std().item() < 0.35  # what the model saw before: noise std 1 drowned the signal
 
 
 def test_pixel_codec_bad_input():
@@ -26,6 +39,8 @@ def test_pixel_codec_bad_input():
         codec.encode(torch.zeros(1, 2, 3, 8, 10, dtype=torch.uint8))
     with pytest.raises(ValueError, match=r"\(B, 48, F, h, w\)"):
         codec.decode(torch.zeros(1, 12, 2, 4, 4))
+    with pytest.raises(ValueError, match="scaling_factor must be > 0"):
+        PixelCodec(4, scaling_factor=0.0)
 
 
 def test_toy_text_encoder_is_deterministic_order_aware_and_masked():

@@ -63,6 +63,7 @@ def test_vae_4n_minus_3_frames_and_scaling(encoders):
     latents = vae.encode(video)
     assert latents.shape == (1, 4, 2, 4, 4) and vae.num_latent_frames(5) == 2 and vae.num_pixel_frames(2) == 5
     raw = vae.vae.encode(video.permute(0, 2, 1, 3, 4).float() / 127.5 - 1).latent_dist.mode()
+    assert vae.scaling_factor == vae.vae.config.scaling_factor and vae.shift_factor == 0.0  # HunyuanVideo: no shift
     torch.testing.assert_close(latents, raw * vae.vae.config.scaling_factor)
     decoded = vae.decode(latents)
     assert decoded.shape == (1, 5, 3, 32, 32) and decoded.dtype == torch.uint8

@@ -263,6 +263,7 @@ def test_the_default_toy_world_goes_through_prepare_and_the_cli_agrees(tmp_path,
     ToyWorldDataModule(root="data/toy_world").prepare_data()  # the default toy world: 16 videos
     index = read_index("data/toy_world/shards")
     assert [v["id"] for v in index["videos"]] == [f"toy_{i:04d}" for i in range(16)] and not index["skipped"]
+    assert "scaling_factor=3.8, shift_factor=-0.2" in index["encoders"]["codec"]  # the normalisation is recorded
     # the prepare YAML = what the datamodule does
     prepare_main(["--config", str(CONFIGS / "prepare/toy_world.yaml"), "--out", "cli", "--no_progress"])
     assert_same_shards(Path("cli"), Path("data/toy_world/shards"))
@@ -303,3 +304,13 @@ def test_litdata_output_is_handed_to_the_streaming_converter(toy, tmp_path, monk
     manifest = write_manifest(tmp_path / "m.jsonl", toy_rows(toy)[:1])
     prepare_shards(manifest, tmp_path / "out", encoders(), PLAIN, output_format="litdata")
     assert calls == [((tmp_path / "out", str(tmp_path / "out/litdata")), {"overwrite": True})]
+
+
+def test_shards_written_before_latent_normalisation_are_refused(toy, tmp_path):
+    out = tmp_path / "out"
+    prepare_main(["--config", str(CONFIGS / "prepare/toy_world.yaml"), "--no_progress", "--out", str(out),
+                  "--manifest", str(write_manifest(tmp_path / "m.jsonl", toy_rows(toy)[:1]))])
+    index = json.loads((out / "index.json").read_text())
+    (out / "index.json").write_text(json.dumps({**index, "format": 1}))
+    with pytest.raises(ValueError, match=r"format 1 is not 2 \(written before latents were normalised.*rerun `lvg prepare`"):
+        read_index(out)

@@ -33,7 +33,9 @@ from safetensors.torch import save_file
 
 from lvg.io import atomic_path
 
-FORMAT = 1
+FORMAT = 2
+"""Shard format. 2: latents are normalised by the codec's ``scaling_factor`` / ``shift_factor`` (recorded
+with the encoders in the index); format-1 shards hold raw toy latents and are refused."""
 INDEX = "index.json"
 
 
@@ -63,7 +65,11 @@ def read_index(shard_dir: str | Path) -> dict[str, Any]:
                          "--manifest MANIFEST.jsonl`; ToyWorldDataModule prepares its own).")
     index = json.loads(path.read_text())
     if index.get("format") != FORMAT:
-        raise ValueError(f"{path}: shard format {index.get('format')} is not {FORMAT}; prepare the shards again.")
+        older = isinstance(index.get("format"), int) and index["format"] < FORMAT
+        why = " (written before latents were normalised by the codec's scaling/shift factors)" if older else ""
+        raise ValueError(f"{path}: shard format {index.get('format')} is not {FORMAT}{why}; prepare the shards again: "
+                         f"delete {Path(shard_dir)} and rerun `lvg prepare` (the toy world's datamodule prepares "
+                         "its own on the next `lvg fit`).")
     return index
 
 

@@ -6,12 +6,18 @@ implement the same protocols, so data preparation, training and sampling never a
 Embedded defaults (no weights, nothing downloaded):
 
 * :class:`PixelCodec` -- exactly invertible space-to-depth: ``(3, H, W)`` uint8 frames ->
-  ``(3 f^2, H/f, W/f)`` latents in [-1, 1]; no temporal compression (latent frame = pixel frame).
+  ``(3 f^2, H/f, W/f)`` latents, normalised to about zero mean and unit std on the toy world; no
+  temporal compression (latent frame = pixel frame).
 * :class:`ToyTextEncoder` -- a word-level tokenizer (stable hash into a fixed vocabulary) with a
   seeded, frozen embedding table and sinusoidal positions. Like LLaMA in FramePack it is frozen
   and its features are precomputed; the DiT's token refiner is what learns.
 * :class:`ToyImageEncoder` -- the start frame as a grid of thumbnail patches (a stand-in for SigLIP
   tokens of the start image).
+
+Latent normalisation: every codec declares ``scaling_factor`` and ``shift_factor`` (diffusers' VAE
+convention) and its ``encode`` returns ``(raw - shift_factor) * scaling_factor``; ``decode`` inverts
+it. The flow's noise has unit std, so latents far from unit std waste most noise levels: at the
+toy world's raw std of 0.26, half the sigma range leaves almost no signal to learn from.
 
 Shapes: B batch, T pixel frames, F latent frames, C latent channels, L tokens, D feature width.
 """
@@ -31,11 +37,16 @@ from torch import Tensor, nn
 
 @runtime_checkable
 class VideoCodec(Protocol):
-    """Pixels <-> latents. ``encode``: ``(B, T, 3, H, W)`` uint8 -> ``(B, C, F, H/s, W/s)`` float."""
+    """Pixels <-> latents. ``encode``: ``(B, T, 3, H, W)`` uint8 -> ``(B, C, F, H/s, W/s)`` float.
+
+    Latents are normalised: ``(raw - shift_factor) * scaling_factor`` (the module docstring).
+    """
 
     latent_channels: int
     spatial_factor: int
     temporal_factor: int
+    scaling_factor: float
+    shift_factor: float
 
     def encode(self, video: Tensor) -> Tensor: ...
 
@@ -92,23 +103,33 @@ def check_video(video: Tensor, factor: int) -> None:
         raise ValueError(f"frame size {tuple(video.shape[-2:])} must be divisible by the codec factor {factor}.")
 
 
+TOY_SHIFT_FACTOR = -0.2
+TOY_SCALING_FACTOR = 3.8
+"""PixelCodec's normalisation, measured on the default toy world (16 videos, 1,047 frames): pixels in
+[-1, 1] have mean -0.206 and std 0.263 there, so ``(x + 0.2) * 3.8`` has mean ~0 and std ~1."""
+
+
 class PixelCodec(nn.Module):
     """Weight-free, exactly invertible space-to-depth codec (the embedded default VAE)."""
 
     temporal_factor = 1
 
-    def __init__(self, factor: int = 4):
+    def __init__(self, factor: int = 4, scaling_factor: float = TOY_SCALING_FACTOR,
+                 shift_factor: float = TOY_SHIFT_FACTOR):
         super().__init__()
         if factor < 1:
             raise ValueError(f"PixelCodec factor must be >= 1, got {factor}.")
+        if not scaling_factor > 0:
+            raise ValueError(f"PixelCodec scaling_factor must be > 0, got {scaling_factor}.")
         self.spatial_factor = factor
         self.latent_channels = 3 * factor * factor
+        self.scaling_factor, self.shift_factor = float(scaling_factor), float(shift_factor)
 
     def encode(self, video: Tensor) -> Tensor:
         check_video(video, self.spatial_factor)
         b, t = video.shape[:2]
         x = video.flatten(0, 1).float() / 127.5 - 1.0  # (B*T, 3, H, W) in [-1, 1]
-        x = F.pixel_unshuffle(x, self.spatial_factor)  # (B*T, C, h, w)
+        x = (F.pixel_unshuffle(x, self.spatial_factor) - self.shift_factor) * self.scaling_factor  # (B*T, C, h, w)
         return x.unflatten(0, (b, t)).transpose(1, 2)  # (B, C, F, h, w)
 
     def decode(self, latents: Tensor) -> Tensor:
@@ -117,7 +138,8 @@ class PixelCodec(nn.Module):
                 f"PixelCodec.decode expects (B, {self.latent_channels}, F, h, w) latents, got {tuple(latents.shape)}."
             )
         b, _, f = latents.shape[:3]
-        x = F.pixel_shuffle(latents.transpose(1, 2).flatten(0, 1).float(), self.spatial_factor)
+        raw = latents.float() / self.scaling_factor + self.shift_factor
+        x = F.pixel_shuffle(raw.transpose(1, 2).flatten(0, 1), self.spatial_factor)
         return ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).unflatten(0, (b, f))
 
     def num_latent_frames(self, pixel_frames: int) -> int:

@@ -39,6 +39,8 @@ class HunyuanVideoVAE(nn.Module):
         self.latent_channels = vae.config.latent_channels
         self.spatial_factor = vae.config.spatial_compression_ratio
         self.temporal_factor = vae.config.temporal_compression_ratio
+        self.scaling_factor = float(vae.config.scaling_factor)
+        self.shift_factor = float(getattr(vae.config, "shift_factor", None) or 0.0)
         if tiling:
             vae.enable_tiling()
         if slicing:
@@ -69,13 +71,13 @@ class HunyuanVideoVAE(nn.Module):
             )
         p = next(self.vae.parameters())
         x = video.to(p.device).permute(0, 2, 1, 3, 4).to(p.dtype) / 127.5 - 1.0  # (B, 3, T, H, W)
-        return self.vae.encode(x).latent_dist.mode().float() * self.vae.config.scaling_factor
+        return (self.vae.encode(x).latent_dist.mode().float() - self.shift_factor) * self.scaling_factor
 
     @torch.no_grad()
     def decode(self, latents: Tensor) -> Tensor:
         """``(B, 16, N, h, w)`` -> ``(B, 4N - 3, 3, 8h, 8w)`` uint8."""
         p = next(self.vae.parameters())
-        x = self.vae.decode(latents.to(p.device, p.dtype) / self.vae.config.scaling_factor).sample
+        x = self.vae.decode((latents / self.scaling_factor + self.shift_factor).to(p.device, p.dtype)).sample
         return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 1, 3, 4).cpu()
 
 
