@@ -3,27 +3,62 @@
 A benchmark video starts from frame 0 of a held-out toy-world video whose ground truth
 (:func:`lvg.data.toy_world.render_video`) names every sprite's shape, colour and size, the pillar's
 box and the background. The generated video does not follow the scripted paths, but a world that
-stays consistent keeps the same sprites, the same pillar and the same field. Because sprite colours,
-the pillar grey and the muted background tones are far apart (>= 80 per channel), a pixel's colour
-says what is drawn there, so no feature network is needed:
+stays consistent keeps the same sprites, the same pillar and the same field. Sprite colours are far
+from the pillar grey and from the muted background tones, so a pixel's colour says which sprite is
+drawn there; the pillar grey and the background ramp are *not* far apart (the bright sand and slate
+tones lie within the colour tolerance of the grey), and a single colour says nothing about a
+textured field, so the pillar and the field are scored by their structure as well as their colour.
+No feature network is needed. Every score requires the structure the renderer draws, so reference
+videos that carry none score ~0 (tested in ``tests/test_toy_metrics.py``: uniform noise, the start
+frame's mean colour repeated):
 
 * ``identity_consistency``: fraction of the sprites visible at the start that are still identified
   (right colour, at least half their area, their own shape: IoU >= 0.5 with the true shape at the
-  blob's centre) in at least one frame of the last 15 %.
+  blob's centre) in at least one frame of the last 15 %. Noise's sprite-coloured pixels are
+  scattered over the frame (IoU ~0 with the shape) and a flat muted colour matches no sprite colour,
+  so both score 0.
 * ``occlusion_recovery``: of the start sprites that disappear for at least ``min_gap_seconds``
   (behind the pillar, out of frame, or lost), the fraction that come back with the same identity.
-  Undefined (not counted) for videos where no sprite disappears.
-* ``background_stability``: intersection of the background-colour histograms (8 levels per channel)
-  of the first and last 15 % (1 = same palette).
-* ``occluder_persistence``: fraction of the pillar's pixels still pillar-grey in the last 15 %.
+  Undefined (not counted) for videos where no sprite disappears (or none is ever identified).
+* ``background_stability``: is the start's textured field still there in the last 15 %? The renderer
+  draws the field as ``base * (0.6 + 0.4 n)``, ``n`` smooth value noise in [0, 1] on a grid of
+  ``max(4, size // 8)`` pixels, ``base`` the truth's background colour. Per frame, over the pixels
+  outside the pillar box that show no sprite colour, the score is the product of three factors in
+  [0, 1], each exactly 1 on every rendered frame (tested for sizes 32-96):
+
+  - *palette*: the share of those pixels on the background's ramp (within half the colour tolerance
+    of ``base * s`` for some ``s`` in [0.6, 1]; half, so that the pillar grey -- 33 from the sand
+    ramp, 38 from the slate one -- is never field); these are the *field* pixels, ``n`` their
+    position on the ramp;
+  - *contrast*: ``std(n)`` over the field pixels / 0.1, clipped to 1 (a rendered frame has
+    ``std(n)`` >= 0.17; a flat image has 0);
+  - *smoothness*: the roughness ``R`` = mean ``|n|`` step between neighbouring field pixels /
+    ``std(n)`` is ~1.1-1.2 for white noise of any amplitude (``2 / sqrt(pi)`` if Gaussian) and
+    <= 1.65 / grid for the rendered field (measured); the factor is ``(1 - R) / (1 - 1.75 / grid)``
+    clipped to [0, 1] (1 = as smooth as the field, 0 = as rough as white noise).
+
+  Uniform noise fails the palette (~1.5 % of its pixels lie near the ramp) and the smoothness; a
+  flat colour -- the frame's mean, the base colour or grey -- fails the contrast; noise along the
+  ramp fails the smoothness. A frozen start frame scores 1: it is the start's field. Pixel noise
+  costs: Gaussian noise of std 5 on a real video scores ~0.92, of std 15 ~0.3.
+* ``occluder_persistence``: is the pillar still there, sharp, in the last 15 %? Per frame, the
+  product of the *interior* -- the share of the pillar box's pixels that are pillar-grey (colour
+  tolerance) and flat (per-channel std over the pixel's 3 x 3 neighbourhood inside the box <=
+  ``flat_tolerance``; the rendered pillar is one exact colour) -- and the *edge* -- the share of the
+  pixel pairs across the box's sides (inside the frame) whose per-channel step exceeds twice
+  ``flat_tolerance`` (the smallest rendered step is ~27, against the sand tone nearest the grey).
+  Noise is neither grey nor flat; a flat colour (grey or not) has no edge; a pillar that blurred,
+  spread, moved or faded into the field fails the edge. Gaussian pixel noise of std 5 scores ~0.98.
 * ``colour_drift`` / ``contrast_drift``: change of the mean colour (mean absolute change of the
   per-channel means) and of the contrast (luma standard deviation) between the first and last
-  15 %, in 0..255 units -- the "pixel-statistic drift" lower is better.
+  15 %, in 0..255 units -- the "pixel-statistic drift", lower is better. They compare a video with
+  itself, so they are relative: a frozen or a flat video has 0, stationary noise drifts about as
+  little as the real video. Read them next to the structure scores, never alone.
 
 Segments follow the drift rule of the VBench metrics (``max(1, floor(0.15 T))`` frames). The real
-toy-world videos score 1.0 on identity, recovery and occluder persistence (tested), so the numbers
+toy-world videos score 1.0 on identity, recovery, background and occluder (tested), so the numbers
 read as "how close to the truth". Per-section curves (:meth:`ToyWorldTruth.section_values`) score
-every generated section the same way.
+every generated section with the same per-frame definitions.
 """
 
 from __future__ import annotations
@@ -35,15 +70,27 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 from torchmetrics import Metric
 
-from lvg.data.toy_world import PILLAR_RGB, shape_mask
+from lvg.data.toy_world import BACKGROUNDS, PILLAR_RGB, shape_mask
 
 SCORES = ("identity_consistency", "occlusion_recovery", "background_stability", "occluder_persistence",
           "colour_drift", "contrast_drift")
 """Per-video scores, in report order."""
 HIGHER_IS_BETTER = {name: not name.endswith("drift") for name in SCORES}
 LUMA = torch.tensor([0.299, 0.587, 0.114])
+TEXTURE_RANGE = (0.6, 1.0)
+"""The background field is ``base * (0.6 + 0.4 * noise)`` (:func:`lvg.data.toy_world.render_video`)."""
+FIELD_CONTRAST = 0.1
+"""``std`` of the field's noise over a frame that counts as fully textured (rendered frames: >= 0.17)."""
+FIELD_ROUGHNESS = 1.75
+"""Roughness x texture grid of the roughest field that still counts as fully smooth (rendered: <= 1.65)."""
+
+
+def texture_grid(size: int) -> int:
+    """Cell of the background's value-noise grid in pixels (:func:`lvg.data.toy_world._texture`)."""
+    return max(4, size // 8)
 
 
 @lru_cache(maxsize=64)
@@ -66,7 +113,21 @@ def _hwc(video: Tensor) -> Tensor:
 
 def _near(frames: Tensor, rgb: list[int] | tuple[int, ...], tolerance: float) -> Tensor:
     """``(T, H, W)`` bool: pixels within ``tolerance`` (per channel) of a colour."""
-    return (frames - torch.tensor(rgb, dtype=frames.dtype)).abs().amax(-1) <= tolerance
+    return (frames - torch.tensor(rgb, dtype=frames.dtype, device=frames.device)).abs().amax(-1) <= tolerance
+
+
+def _steps(values: Tensor, dim: int) -> Tensor:
+    """Differences between neighbours along ``dim`` (one shorter there)."""
+    size = values.shape[dim]
+    return values.narrow(dim, 1, size - 1) - values.narrow(dim, 0, size - 1)
+
+
+def _box(truth: dict[str, Any], h: int, w: int) -> tuple[int, int, int, int] | None:
+    """The pillar box ``x0, y0, x1, y1`` clipped to an ``h x w`` frame, None without a pillar."""
+    if not truth.get("occluder"):
+        return None
+    x0, y0, x1, y1 = truth["occluder"]
+    return max(0, x0), max(0, y0), min(w, x1), min(h, y1)
 
 
 def segment_length(num_frames: int, fraction: float = 0.15) -> int:
@@ -123,6 +184,7 @@ class ToyWorldTruth(Metric):
         min_shape_iou: float = 0.5,
         min_gap_seconds: float = 0.5,
         segment: float = 0.15,
+        flat_tolerance: float = 8.0,
         **kwargs: Any,
     ):
         """
@@ -133,10 +195,13 @@ class ToyWorldTruth(Metric):
             min_shape_iou: IoU with the true shape for the blob to keep its identity.
             min_gap_seconds: an absence at least this long is a disappearance (occlusion recovery).
             segment: fraction of frames in the start and end segments.
+            flat_tolerance: largest per-channel standard deviation over a 3 x 3 neighbourhood of a
+                flat surface (the rendered pillar is one exact colour: 0; uniform noise: ~74). A sharp
+                edge steps by more than twice as much (the pillar's smallest rendered edge step is ~27).
         """
         super().__init__(**kwargs)
         self.colour_tolerance, self.min_presence, self.min_shape_iou = colour_tolerance, min_presence, min_shape_iou
-        self.min_gap_seconds, self.segment = min_gap_seconds, segment
+        self.min_gap_seconds, self.segment, self.flat_tolerance = min_gap_seconds, segment, flat_tolerance
         for score in SCORES:
             self.add_state(f"{score}_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
             self.add_state(f"{score}_count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
@@ -146,19 +211,73 @@ class ToyWorldTruth(Metric):
     def tracks(self, frames: Tensor, truth: dict[str, Any]) -> SpriteTracks:
         return SpriteTracks(frames, truth, self.colour_tolerance, self.min_presence, self.min_shape_iou)
 
-    def _background(self, frames: Tensor, truth: dict[str, Any]) -> Tensor:
-        """``(T, H, W)`` bool: pixels showing no sprite colour and no pillar grey."""
-        other = torch.zeros(frames.shape[:3], dtype=torch.bool)
-        for rgb in [s["rgb"] for s in truth["sprites"]] + [truth.get("pillar_rgb", PILLAR_RGB)]:
-            other |= _near(frames, rgb, self.colour_tolerance)
-        return ~other
+    def _sprite_colours(self, frames: Tensor, truth: dict[str, Any]) -> Tensor:
+        """``(T, H, W)`` bool: pixels showing one of the truth's sprite colours."""
+        hit = torch.zeros(frames.shape[:3], dtype=torch.bool, device=frames.device)
+        for sprite in truth["sprites"]:
+            hit |= _near(frames, sprite["rgb"], self.colour_tolerance)
+        return hit
 
-    @staticmethod
-    def _histogram(frames: Tensor, mask: Tensor) -> Tensor:
-        """Normalised 512-bin colour histogram (8 levels per channel) of the masked pixels."""
-        levels = (frames[mask].clamp(0, 255) / 32).long().clamp(max=7)  # (N, 3)
-        hist = torch.bincount(levels[:, 0] * 64 + levels[:, 1] * 8 + levels[:, 2], minlength=512).double()
-        return hist / hist.sum().clamp(min=1)
+    def field_scores(self, frames: Tensor, truth: dict[str, Any]) -> Tensor:
+        """``(T,)`` background score of every frame of ``(T, H, W, 3)`` float frames: palette x
+        contrast x smoothness of the textured field (see the module docstring)."""
+        t, h, w, _ = frames.shape
+        base = torch.tensor(BACKGROUNDS[truth["background"]], dtype=frames.dtype, device=frames.device)
+        lo, hi = TEXTURE_RANGE
+        ramp = ((frames @ base) / (base @ base)).clamp(lo, hi)  # (T, H, W) nearest ramp position
+        region = ~self._sprite_colours(frames, truth)
+        box = _box(truth, h, w)
+        if box is not None:
+            x0, y0, x1, y1 = box
+            region[:, y0:y1, x0:x1] = False
+        field = region & ((frames - ramp[..., None] * base).abs().amax(-1) <= self.colour_tolerance / 2)
+        palette = field.sum(dim=(1, 2)) / region.sum(dim=(1, 2)).clamp(min=1)
+        noise = (ramp - lo) / (hi - lo)  # the texture's noise value, 0..1
+        count = field.sum(dim=(1, 2))
+        mean = (noise * field).sum(dim=(1, 2)) / count.clamp(min=1)
+        std = ((((noise - mean[:, None, None]) ** 2) * field).sum(dim=(1, 2)) / (count - 1).clamp(min=1)).sqrt()
+        contrast = (std / FIELD_CONTRAST).clamp(max=1)
+        step_sum = torch.zeros(t, dtype=frames.dtype, device=frames.device)
+        pairs = torch.zeros(t, dtype=torch.long, device=frames.device)
+        for dim in (1, 2):
+            both = field.narrow(dim, 1, field.shape[dim] - 1) & field.narrow(dim, 0, field.shape[dim] - 1)
+            step_sum += (_steps(noise, dim).abs() * both).sum(dim=(1, 2))
+            pairs += both.sum(dim=(1, 2))
+        roughness = step_sum / pairs.clamp(min=1) / std.clamp(min=1e-6)
+        grid = texture_grid(int(truth.get("size", w)))
+        smooth = ((1 - roughness) / (1 - FIELD_ROUGHNESS / grid)).clamp(0, 1)
+        smooth = torch.where((pairs > 0) & (std > 0), smooth, torch.zeros_like(smooth))
+        return (palette * contrast * smooth).double()
+
+    def pillar_scores(self, frames: Tensor, truth: dict[str, Any]) -> Tensor | None:
+        """``(T,)`` occluder score of every frame (interior x edge, see the module docstring); None
+        for a truth without a pillar."""
+        h, w = frames.shape[1:3]
+        box = _box(truth, h, w)
+        if box is None or box[0] >= box[2] or box[1] >= box[3]:
+            return None
+        x0, y0, x1, y1 = box
+        inside = frames[:, y0:y1, x0:x1]
+        grey = _near(inside, truth.get("pillar_rgb", PILLAR_RGB), self.colour_tolerance)
+        # Flat: the per-channel std over the pixel's 3 x 3 neighbourhood (clipped to the box) is small.
+        chw = inside.permute(0, 3, 1, 2)
+        mean = F.avg_pool2d(chw, 3, stride=1, padding=1, count_include_pad=False)
+        square = F.avg_pool2d(chw * chw, 3, stride=1, padding=1, count_include_pad=False)
+        local_std = (square - mean * mean).clamp(min=0).sqrt().amax(dim=1)  # (T, h, w)
+        interior = (grey & (local_std <= self.flat_tolerance)).flatten(1).double().mean(dim=1)
+        sides = []  # (pixels just inside the box, their neighbours just outside it)
+        if x0 > 0:
+            sides.append((frames[:, y0:y1, x0], frames[:, y0:y1, x0 - 1]))
+        if x1 < w:
+            sides.append((frames[:, y0:y1, x1 - 1], frames[:, y0:y1, x1]))
+        if y0 > 0:
+            sides.append((frames[:, y0, x0:x1], frames[:, y0 - 1, x0:x1]))
+        if y1 < h:
+            sides.append((frames[:, y1 - 1, x0:x1], frames[:, y1, x0:x1]))
+        if not sides:  # the box is the whole frame: no edge to check
+            return interior
+        edge = torch.cat([(a - b).abs().amax(-1) > 2 * self.flat_tolerance for a, b in sides], dim=1)
+        return interior * edge.double().mean(dim=1)
 
     def video_values(self, video: Tensor, truth: dict[str, Any], fps: float) -> dict[str, float | None]:
         """Every score of one video (None where undefined)."""
@@ -174,16 +293,13 @@ class ToyWorldTruth(Metric):
         if start:
             values["identity_consistency"] = float(tracks.identified[start, last].any(dim=1).double().mean())
             values["occlusion_recovery"] = self._recovery(tracks.identified[start], max(1, math.ceil(self.min_gap_seconds * fps)))
-        background = self._background(frames, truth)
-        h0, h1 = self._histogram(frames[first], background[first]), self._histogram(frames[last], background[last])
-        values["background_stability"] = float(torch.minimum(h0, h1).sum())
-        if truth.get("occluder"):
-            x0, y0, x1, y1 = truth["occluder"]
-            grey = _near(frames[last, y0:y1, x0:x1], truth.get("pillar_rgb", PILLAR_RGB), self.colour_tolerance)
-            values["occluder_persistence"] = float(grey.double().mean())
+        values["background_stability"] = float(self.field_scores(frames[last], truth).mean())
+        pillar = self.pillar_scores(frames[last], truth)
+        if pillar is not None:
+            values["occluder_persistence"] = float(pillar.mean())
         mean0, mean1 = frames[first].mean(dim=(0, 1, 2)), frames[last].mean(dim=(0, 1, 2))
         values["colour_drift"] = float((mean0 - mean1).abs().mean())
-        luma = frames @ LUMA  # (T, H, W)
+        luma = frames @ LUMA.to(frames.device)  # (T, H, W)
         contrast = luma.flatten(1).std(dim=1)  # (T,)
         values["contrast_drift"] = float((contrast[first].mean() - contrast[last].mean()).abs())
         return values
@@ -211,26 +327,21 @@ class ToyWorldTruth(Metric):
     ) -> dict[str, list[float | None]]:
         """Per-section curves: frame 0 is the start image, section s covers frames
         ``[1 + s F, 1 + (s + 1) F)``. Identity = fraction of start sprites identified in the section;
-        background = histogram intersection with the first 15 %; mean luma and contrast per section."""
+        background and occluder = the mean over the section's frames of the per-frame scores that
+        ``background_stability`` and ``occluder_persistence`` average over the last 15 %; mean luma
+        and contrast per section."""
         frames = _hwc(video)
         t = frames.shape[0]
         tracks = self.tracks(frames, truth)
         start = [k for k, s in enumerate(truth["sprites"]) if s["visible"][0]]
-        background = self._background(frames, truth)
-        first = slice(0, segment_length(t, self.segment))
-        reference = self._histogram(frames[first], background[first])
-        luma = frames @ LUMA
+        background, pillar = self.field_scores(frames, truth), self.pillar_scores(frames, truth)
+        luma = frames @ LUMA.to(frames.device)
         curves: dict[str, list[float | None]] = {k: [] for k in ("identity", "background", "occluder", "mean_luma", "contrast")}
         for s in range((t - 1) // frames_per_section):
             part = slice(1 + s * frames_per_section, 1 + (s + 1) * frames_per_section)
             curves["identity"].append(float(tracks.identified[start, part].any(dim=1).double().mean()) if start else None)
-            curves["background"].append(float(torch.minimum(reference, self._histogram(frames[part], background[part])).sum()))
-            if truth.get("occluder"):
-                x0, y0, x1, y1 = truth["occluder"]
-                grey = _near(frames[part, y0:y1, x0:x1], truth.get("pillar_rgb", PILLAR_RGB), self.colour_tolerance)
-                curves["occluder"].append(float(grey.double().mean()))
-            else:
-                curves["occluder"].append(None)
+            curves["background"].append(float(background[part].mean()))
+            curves["occluder"].append(float(pillar[part].mean()) if pillar is not None else None)
             curves["mean_luma"].append(float(luma[part].mean()))
             curves["contrast"].append(float(luma[part].flatten(1).std(dim=1).mean()))
         return curves
@@ -254,4 +365,4 @@ class ToyWorldTruth(Metric):
         }
 
 
-__all__ = ["HIGHER_IS_BETTER", "SCORES", "SpriteTracks", "ToyWorldTruth", "segment_length"]
+__all__ = ["HIGHER_IS_BETTER", "SCORES", "SpriteTracks", "ToyWorldTruth", "segment_length", "texture_grid"]
