@@ -1,7 +1,9 @@
 """Training stages and the `lvg` CLI on a tiny toy world (CPU)."""
 
+import contextlib
 import io
 import json
+import math
 from pathlib import Path
 
 import lightning as L
@@ -226,6 +228,60 @@ def test_direct_forcing_history_is_previous_one_step_estimate_and_one_step_per_v
     for key in before:
         changed = not torch.equal(before[key], after[key])
         assert changed == key.startswith(("dit.norm_out.", "dit.proj_out.")), key
+
+
+@pytest.mark.parametrize("cls", [TeacherForcingModule, DirectForcingModule])
+def test_sections_per_step_scores_that_many_random_sections(cls, toy_root, monkeypatch):
+    """Teacher Forcing runs the DiT only on the scored sections (the others are ground-truth history);
+    Direct Forcing still predicts every section's history, without gradients for the unscored ones."""
+    model = module(cls, sections_per_step=1)
+    dm = datamodule(toy_root)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    sections = model.num_sections(batch)
+    assert sections >= 3
+    calls, backwards, updates = [], [], []
+    velocity, update = model.velocity, MemoryPackState.update
+
+    def recording_velocity(x_sigma, sigma, context):
+        calls.append(torch.is_grad_enabled())
+        return velocity(x_sigma, sigma, context)
+
+    def recording_update(self, section):
+        updates.append(section.clone())
+        update(self, section)
+
+    monkeypatch.setattr(model, "velocity", recording_velocity)
+    monkeypatch.setattr(MemoryPackState, "update", recording_update)
+    drawn = set()
+    for step in range(8):
+        calls.clear(), backwards.clear(), updates.clear()
+        losses, sigmas = model.video_gradients(batch, model.step_generator(step, 0),
+                                               lambda loss, **kw: backwards.append(loss.detach().item()), contextlib.nullcontext)
+        assert len(losses) == 1 and len(sigmas) == 1 and len(backwards) == 1
+        assert backwards[0] == pytest.approx(float(next(iter(losses.values()))))  # weight 1 / scored sections
+        assert len(updates) == sections  # the memory still advances through the whole video
+        assert calls == ([True] if cls is TeacherForcingModule else [n in losses for n in range(sections)])
+        drawn |= set(losses)
+    assert len(drawn) > 1  # a different section on different steps
+
+
+def test_sections_per_step_is_refused_below_one():
+    with pytest.raises(ValueError, match="sections_per_step must be >= 1"):
+        module(sections_per_step=0)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_min_lr(toy_root, tmp_path):
+    lrs = []
+
+    class LR(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    model = module(lr_schedule="cosine", warmup_steps=2, min_lr_ratio=0.1, max_sections=1)
+    trainer(tmp_path, max_steps=6, callbacks=[LR()]).fit(model, datamodule(toy_root))
+    expected = [0.5, 1.0] + [0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
+    assert lrs == pytest.approx([1e-3 * f for f in expected])
 
 
 @pytest.mark.parametrize("cls", [TeacherForcingModule, DirectForcingModule, StudentForcingModule])

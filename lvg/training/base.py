@@ -20,11 +20,12 @@ Shapes: B videos, C channels, F latent frames of a video, W window, h/w latent h
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -87,11 +88,14 @@ class StageModule(L.LightningModule):
         betas: tuple[float, float] = (0.9, 0.999),
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
+        min_lr_ratio: float = 0.1,
         max_grad_norm: float | None = 1.0,
         pretrained: str | None = None,
         init_from: str | None = None,
         gradient_checkpointing: bool = False,
         max_sections: int | None = None,
+        sections_per_step: int | None = None,
         seed: int = 0,
         histogram_every_n_steps: int = 50,
         sampling: SamplingConfig = SamplingConfig(),
@@ -113,12 +117,21 @@ class StageModule(L.LightningModule):
             betas: AdamW betas.
             weight_decay: AdamW weight decay (decoupled).
             warmup_steps: linear learning-rate warm-up.
+            lr_schedule: after the warm-up, ``constant`` or ``cosine`` decay to ``min_lr_ratio * lr`` at the
+                trainer's ``max_steps`` (short from-scratch runs such as the toy recipe gain from the decay;
+                fine-tuning FramePack-F1 at 1e-5 keeps it constant, as the paper does).
+            min_lr_ratio: the cosine schedule's final learning rate relative to ``lr``.
             max_grad_norm: gradient-norm clipping (None: no clipping; the norm is logged either way).
             pretrained: FramePack(-F1) transformer weights for the DiT (directory, file or hub id).
             init_from: weights-only start from a stage checkpoint (``.ckpt``) or a ``.safetensors``
                 export of this module, e.g. stage 1's result for stage 2. (``--ckpt_path`` resumes.)
             gradient_checkpointing: recompute DiT block activations in backward.
             max_sections: train on at most this many sections per video (None: all).
+            sections_per_step: score this many sections of each video per step, drawn at random (None: all).
+                The others only advance the memory: under Teacher Forcing (ground-truth history) they cost no
+                DiT pass, so a step costs ``sections_per_step`` sections instead of the whole video and the same
+                compute buys many more optimizer steps; stages whose history is the model's own prediction
+                (Direct / Student Forcing) still run those sections' forward, without gradients.
             seed: seed of the per-step noise generator.
             histogram_every_n_steps: how often the sigma histogram goes to TensorBoard.
             sampling: sampler settings of ``lvg generate`` and ``lvg predict``.
@@ -136,6 +149,12 @@ class StageModule(L.LightningModule):
             apply_lora(self.dit, lora)
         self.semantic_pack = SemanticPack(semantic_pack, config) if semantic_pack.enabled else None
         self.memory_pack_config, self.sigma_sampling, self.sampling_config = memory_pack, sigma, sampling
+        if lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}.")
+        if not 0 <= min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio}.")
+        if sections_per_step is not None and sections_per_step < 1:
+            raise ValueError(f"sections_per_step must be >= 1 or null (all sections), got {sections_per_step}.")
         if init_from:
             self.load_weights(init_from)
         self._set_trainable(trainable or ("lora" if lora is not None else "all"))
@@ -190,7 +209,17 @@ class StageModule(L.LightningModule):
         optimizer = torch.optim.AdamW(self.trainable_parameters(), lr=hp.lr, betas=tuple(hp.betas),
                                       weight_decay=hp.weight_decay)
         warmup = max(hp.warmup_steps, 1)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        total = self.trainer.max_steps if self._trainer is not None else -1
+        if hp.lr_schedule == "cosine" and total < 1:
+            raise ValueError("lr_schedule: cosine decays over trainer.max_steps; set trainer.max_steps.")
+
+        def factor(step: int) -> float:
+            if hp.lr_schedule == "constant" or step < warmup:
+                return min(1.0, (step + 1) / warmup)
+            progress = min(1.0, (step - warmup) / max(total - warmup, 1))
+            return hp.min_lr_ratio + (1 - hp.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     @property
@@ -227,6 +256,11 @@ class StageModule(L.LightningModule):
             raise ValueError(
                 f"{type(self.trainer.strategy).__name__} is not supported by the section loop (it averages "
                 "gradients itself, once per video); use strategy: ddp or lvg.training.parallel.FSDPStrategy."
+            )
+        if self.hparams.sections_per_step is not None and isinstance(self.trainer.strategy, parallel.FSDPStrategy):
+            raise ValueError(
+                "sections_per_step cannot run under FSDPStrategy: every FSDP forward and backward is a collective, "
+                "so all processes must run the same section passes; leave it null (all sections) or use DDP."
             )
 
     def on_train_start(self) -> None:
@@ -297,45 +331,64 @@ class StageModule(L.LightningModule):
         """
         return x0
 
+    def trained_sections(self, sections: int, gen: torch.Generator) -> list[int]:
+        """The sections scored this step: all, or ``sections_per_step`` of them drawn from ``gen``."""
+        k = self.hparams.sections_per_step
+        if k is None or k >= sections:
+            return list(range(sections))
+        return sorted(torch.randperm(sections, generator=gen)[:k].tolist())
+
     def video_gradients(
         self, batch: dict[str, Any], gen: torch.Generator, backward: Callable[..., None],
         no_sync: Callable[[], AbstractContextManager], passes: int | None = None,
-    ) -> tuple[Tensor, Tensor]:
+    ) -> tuple[dict[int, Tensor], Tensor]:
         """The section loop over one batch of videos: accumulates gradients of the mean section loss.
 
         ``backward(loss, retain_graph=...)`` and ``no_sync()`` come from the trainer (Lightning's
         ``manual_backward`` and DDP's ``no_sync``). ``passes`` (>= the video's sections; FSDP's aligned
         count) runs extra passes over the last section at loss weight 0: same graph, no gradient.
-        Returns the per-section losses and sigmas of the real sections.
+        Returns the loss of every trained section (by section index) and their sigmas.
         """
         sections, window = self.num_sections(batch), self.memory_pack_config.window
         passes = sections if passes is None else passes
         assert passes >= sections, (passes, sections)
+        trained = self.trained_sections(sections, gen)
+        # Teacher Forcing's history is the ground truth: an untrained section needs no DiT pass at all.
+        predicts_history = type(self).next_history is not StageModule.next_history
         latents, state = batch["latents"], self.new_state(batch)
         # psi's graph spans sections (psi_0, truncated BPTT), so keep it alive across backward calls.
         retain = self.semantic_pack is not None and any(p.requires_grad for p in self.semantic_pack.parameters())
-        losses, sigmas = [], []
+        losses, sigmas = {}, []
         for n in range(passes):
             real, k = n < sections, min(n, sections - 1)
             x0 = latents[:, :, 1 + k * window : 1 + (k + 1) * window]
+            train = not real or n in trained
+            if not train and not predicts_history:
+                state.update(x0)
+                continue
             x_sigma, noise, sigma = self.noisy_section(x0, gen)
-            with no_sync():
-                v = self.velocity(x_sigma, sigma, state.context())
-                loss = F.mse_loss(v.float(), flow.velocity_target(x0, noise).float())
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"Non-finite loss ({loss.item()}) at step {self.global_step}, section {n}, videos {batch['id']}; "
-                        "stopping. The last checkpoint was written before this step and is left untouched."
-                    )
-                backward(loss * (1 / sections if real else 0.0), retain_graph=retain)
-            if real:
-                losses.append(loss.detach())
-                sigmas.append(sigma)
+            if train:
+                with no_sync():
+                    v = self.velocity(x_sigma, sigma, state.context())
+                    loss = F.mse_loss(v.float(), flow.velocity_target(x0, noise).float())
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(
+                            f"Non-finite loss ({loss.item()}) at step {self.global_step}, section {n}, videos "
+                            f"{batch['id']}; stopping. The last checkpoint was written before this step and is left untouched."
+                        )
+                    backward(loss * (1 / len(trained) if real else 0.0), retain_graph=retain)
+                if real:
+                    losses[n] = loss.detach()
+                    sigmas.append(sigma)
+                del loss
+            else:
+                with torch.no_grad():
+                    v = self.velocity(x_sigma, sigma, state.context())
             with torch.no_grad():
                 history = self.next_history(x0=x0, x_sigma=x_sigma, v=v.detach(), sigma=sigma, state=state, gen=gen)
             state.update(history)
-            del v, loss
-        return torch.stack(losses), torch.cat(sigmas)
+            del v
+        return losses, torch.cat(sigmas)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
@@ -350,7 +403,7 @@ class StageModule(L.LightningModule):
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
         self._log_step(losses, sigmas, grad_norm, scheduler.get_last_lr()[0], len(batch["id"]))
-        return losses.mean()
+        return torch.stack(list(losses.values())).mean()
 
     def average_gradients_across_processes(self) -> None:
         """One all-reduce of the video's accumulated gradients (data parallel).
@@ -375,9 +428,9 @@ class StageModule(L.LightningModule):
         for grad, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
             grad.copy_(synced)
 
-    def _log_step(self, losses: Tensor, sigmas: Tensor, grad_norm: Tensor, lr: float, batch_size: int) -> None:
-        self.log("train/loss", losses.mean(), prog_bar=True, batch_size=batch_size)
-        self.log_dict({f"train/loss_section_{n}": loss for n, loss in enumerate(losses)}, batch_size=batch_size)
+    def _log_step(self, losses: dict[int, Tensor], sigmas: Tensor, grad_norm: Tensor, lr: float, batch_size: int) -> None:
+        self.log("train/loss", torch.stack(list(losses.values())).mean(), prog_bar=True, batch_size=batch_size)
+        self.log_dict({f"train/loss_section_{n}": loss for n, loss in losses.items()}, batch_size=batch_size)
         self.log("train/grad_norm", grad_norm, batch_size=batch_size)
         self.log("train/lr", lr, batch_size=batch_size)
         self.log("train/sections", float(len(losses)), batch_size=batch_size)
