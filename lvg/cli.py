@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point; ``argv`` defaults to the command line."""
     words = sys.argv[1:] if argv is None else argv
     tools = {"info": lambda: info_main, "prepare": _prepare_main, "plan": _plan_main, "compare": _compare_main,
-             "export-lora": _export_lora_main}
+             "export-lora": _export_lora_main, "strip": lambda: strip_main}
     if words[:1] and words[0] in tools:
         try:
             tools[words[0]]()(words[1:])
@@ -193,6 +193,27 @@ def main(argv: list[str] | None = None) -> None:
             LvgCLI(args=argv)
         except ValueError as err:  # user mistakes (bad files, inputs, checkpoints): the message, no traceback
             sys.exit(f"lvg: error: {_root_cause(err)}")
+
+
+def strip_main(argv: list[str]) -> None:
+    """``lvg strip VIDEO... --output strip.png``: evenly spaced frames of each video, one row per video."""
+    import argparse
+
+    from PIL import Image
+
+    from lvg.data.video_io import frame_strip, read_video
+    from lvg.io import atomic_path
+
+    parser = argparse.ArgumentParser(prog="lvg strip", description=strip_main.__doc__)
+    parser.add_argument("videos", nargs="+", help="mp4 files, one row each (e.g. a generation, then its ground truth)")
+    parser.add_argument("--output", required=True, help="PNG to write")
+    parser.add_argument("--frames", type=int, default=8, help="frames per row, first to last (default 8)")
+    parser.add_argument("--scale", type=int, default=4, help="pixel enlargement, nearest neighbour (default 4)")
+    args = parser.parse_args(argv)
+    strip = frame_strip([read_video(v)[0] for v in args.videos], frames=args.frames, scale=args.scale)
+    with atomic_path(args.output, suffix=".png") as tmp:
+        Image.fromarray(strip).save(tmp, format="PNG")
+    print(f"wrote {args.output} ({len(args.videos)} rows x {args.frames} frames)")
 
 
 def _prepare_main():

@@ -324,3 +324,25 @@ def test_resize_to_bucket_covers_then_centre_crops():
     assert resize_to_bucket(frames, (100, 200)) is frames
     with pytest.raises(ValueError, match="uint8"):
         resize_to_bucket(frames.float(), (10, 10))
+
+
+def test_frame_strip_lays_out_evenly_spaced_frames_and_lvg_strip_writes_it(tmp_path, capsys):
+    from PIL import Image
+
+    from lvg.cli import main
+    from lvg.data.video_io import frame_strip, write_video
+
+    long = np.stack([np.full((4, 6, 3), t, np.uint8) for t in range(9)])  # frame t has value t
+    short = long[:5] + 100
+    strip = frame_strip([long, short], frames=3, scale=2, gap=1)
+    assert strip.shape == (2 * 8 + 1, 3 * 12 + 2, 3)
+    assert [strip[0, c * 13, 0] for c in range(3)] == [0, 4, 8]  # first, middle, last of the long video
+    assert [strip[9, c * 13, 0] for c in range(3)] == [100, 102, 104]  # the short one over its own length
+    assert (strip[8] == 255).all() and (strip[:, 12] == 255).all()  # the gaps
+    with pytest.raises(ValueError, match="every video must be uint8"):
+        frame_strip([long, long[:, :2]])
+
+    write_video(tmp_path / "a.mp4", long, fps=8)
+    main(["strip", str(tmp_path / "a.mp4"), "--frames", "3", "--scale", "2", "--output", str(tmp_path / "s.png")])
+    assert "1 rows x 3 frames" in capsys.readouterr().out
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "s.png")), frame_strip([long], 3, 2))

@@ -119,6 +119,31 @@ def read_video(path: str | Path) -> tuple[np.ndarray, float]:
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm")
 
 
+def frame_strip(videos: list[np.ndarray], frames: int = 8, scale: int = 4, gap: int = 2) -> np.ndarray:
+    """One row per video of ``frames`` frames evenly spaced from first to last, ``(H', W', 3)`` uint8.
+
+    Rows of videos shorter than the longest are spread over their own length (a ground-truth clip
+    next to a longer generation shows its own first and last frame). ``scale`` enlarges every pixel
+    (nearest neighbour: toy frames stay crisp); ``gap`` white pixels separate frames and rows.
+    """
+    if not videos:
+        raise ValueError("frame_strip needs at least one video.")
+    if frames < 1 or scale < 1 or gap < 0:
+        raise ValueError(f"frame_strip: frames and scale must be >= 1 and gap >= 0, got {frames}, {scale}, {gap}.")
+    h, w = videos[0].shape[1:3]
+    if any(v.ndim != 4 or v.shape[1:] != videos[0].shape[1:] or v.dtype != np.uint8 for v in videos):
+        raise ValueError(f"frame_strip: every video must be uint8 (T, {h}, {w}, 3), got "
+                         f"{[(v.dtype.name, v.shape) for v in videos]}.")
+    hs, ws = h * scale, w * scale
+    strip = np.full((len(videos) * (hs + gap) - gap, frames * (ws + gap) - gap, 3), 255, dtype=np.uint8)
+    for row, video in enumerate(videos):
+        picks = np.linspace(0, len(video) - 1, frames).round().astype(int)
+        for col, t in enumerate(picks):
+            y, x = row * (hs + gap), col * (ws + gap)
+            strip[y : y + hs, x : x + ws] = video[t].repeat(scale, 0).repeat(scale, 1)
+    return strip
+
+
 def load_image(path: str, size: tuple[int, int] | None) -> torch.Tensor:
     """An image file (or a video's first frame) as ``(1, 3, H, W)`` uint8, resized and centre-cropped to ``size``."""
     if Path(path).suffix.lower() in VIDEO_SUFFIXES:
