@@ -30,16 +30,7 @@ import numpy as np
 
 from lvg.data.video_io import write_video
 from lvg.io import atomic_write_text
-
-COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 80, 230), "yellow": (240, 220, 40),
-    "magenta": (220, 50, 220), "cyan": (40, 220, 230), "white": (245, 245, 245), "orange": (250, 140, 20),
-}
-SHAPES = ("circle", "square", "triangle", "diamond", "cross")
-BACKGROUNDS: dict[str, tuple[int, int, int]] = {"sand": (170, 150, 110), "slate": (90, 100, 120), "moss": (80, 110, 70)}
-PILLAR_RGB = (128, 128, 128)
-# Background texture = base colour * (0.6 + 0.4 * noise): muted tones that never equal a sprite
-# colour or the pillar grey, so every pixel's colour says what is drawn there.
+from lvg.toy_scene import BACKGROUNDS, COLOURS, PILLAR_RGB, SHAPES, TEXTURE_RANGE, shape_mask, texture_grid
 
 
 @dataclass(frozen=True)
@@ -206,28 +197,10 @@ def _path(keyframes: list[tuple[float, float, float]], times: np.ndarray) -> tup
     return xs[seg] + u * (xs[seg + 1] - xs[seg]), ys[seg] + u * (ys[seg + 1] - ys[seg])
 
 
-def shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: int) -> np.ndarray:
-    """Pixels of a shape of radius ``r`` whose centres lie at offsets (dx, dy) from the shape's centre.
-
-    Every shape contains the disc of radius 1 around its centre, so the pixel nearest the centre
-    always shows the sprite (what the ground-truth tests rely on).
-    """
-    adx, ady = np.abs(dx), np.abs(dy)
-    if shape == "circle":
-        return dx * dx + dy * dy <= r * r
-    if shape == "square":
-        return np.maximum(adx, ady) <= 0.8 * r
-    if shape == "diamond":
-        return adx + ady <= r
-    if shape == "triangle":  # pointing up
-        return (dy >= -r) & (dy <= 0.8 * r) & (adx <= 0.6 * (dy + r))
-    return ((adx <= r / 3) & (ady <= r)) | ((ady <= r / 3) & (adx <= r))  # cross
-
-
 def _texture(spec: VideoSpec, width: int) -> np.ndarray:
     """Smooth value noise ``(S, W)`` in [0, 1]: a coarse random grid upsampled with smoothstep weights."""
     rng = np.random.default_rng(spec.texture_seed)
-    cell = max(4, spec.size // 8)
+    cell = texture_grid(spec.size)
     coarse = rng.random((spec.size // cell + 2, width // cell + 2))
     y, x = np.arange(spec.size) / cell, np.arange(width) / cell
     y0, x0 = y.astype(int), x.astype(int)
@@ -270,7 +243,8 @@ def render_video(spec: VideoSpec) -> tuple[np.ndarray, dict[str, Any]]:
     offsets = np.round(pan - pan.min()).astype(int)  # (T,)
     texture = _texture(spec, s + int(offsets.max()) + 1)  # (S, W)
     base = np.array(BACKGROUNDS[spec.background], dtype=np.float64)
-    world = np.round(base * (0.6 + 0.4 * texture[..., None])).astype(np.uint8)  # (S, W, 3)
+    lo, hi = TEXTURE_RANGE
+    world = np.round(base * (lo + (hi - lo) * texture[..., None])).astype(np.uint8)  # (S, W, 3)
 
     cols = offsets[:, None] + np.arange(s)[None, :]  # (T, S) world columns seen by each frame
     frames = world[:, cols].transpose(1, 0, 2, 3).copy()  # (T, S, S, 3)

@@ -73,24 +73,17 @@ from torch import Tensor
 from torch.nn import functional as F
 from torchmetrics import Metric
 
-from lvg.data.toy_world import BACKGROUNDS, PILLAR_RGB, shape_mask
+from lvg.toy_scene import BACKGROUNDS, PILLAR_RGB, TEXTURE_RANGE, shape_mask, texture_grid
 
 SCORES = ("identity_consistency", "occlusion_recovery", "background_stability", "occluder_persistence",
           "colour_drift", "contrast_drift")
 """Per-video scores, in report order."""
 HIGHER_IS_BETTER = {name: not name.endswith("drift") for name in SCORES}
 LUMA = torch.tensor([0.299, 0.587, 0.114])
-TEXTURE_RANGE = (0.6, 1.0)
-"""The background field is ``base * (0.6 + 0.4 * noise)`` (:func:`lvg.data.toy_world.render_video`)."""
 FIELD_CONTRAST = 0.1
 """``std`` of the field's noise over a frame that counts as fully textured (rendered frames: >= 0.17)."""
 FIELD_ROUGHNESS = 1.75
 """Roughness x texture grid of the roughest field that still counts as fully smooth (rendered: <= 1.65)."""
-
-
-def texture_grid(size: int) -> int:
-    """Cell of the background's value-noise grid in pixels (:func:`lvg.data.toy_world._texture`)."""
-    return max(4, size // 8)
 
 
 @lru_cache(maxsize=64)
