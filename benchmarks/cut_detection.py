@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from lvg.data.cuts import detect_cuts, detect_cuts_pyscenedetect, frame_scores
 from lvg.data.reader import available_backends, open_video
 from lvg.data.toy_world import ToyWorldConfig, render_video, sample_video_spec
-from lvg.data.video_io import VideoWriter
+from lvg.media import VideoWriter
 
 FPS = 24
 

@@ -21,13 +21,13 @@ from pathlib import Path
 import torch
 
 from lvg.config import DiTConfig
-from lvg.data.video_io import VideoWriter
+from lvg.media import VideoWriter
 from lvg.models.dit import PackedDiT
 from lvg.models.encoders import Encoders, PixelCodec, ToyImageEncoder, ToyTextEncoder
 from lvg.models.memory_pack import MemoryPackConfig
 from lvg.models.semantic_pack import SemanticPack, SemanticPackConfig
 from lvg.sampling.pipeline import LongVideoPipeline, SamplingConfig, SectionDecoder
-from lvg.sampling.prompts import PromptSchedule
+from lvg.prompts import PromptSchedule
 
 
 def peak_rss_mib() -> float:

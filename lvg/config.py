@@ -13,6 +13,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
+DTYPES: dict[str, torch.dtype] = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+"""The floating-point dtypes lvg accepts by name in configs and on the command line."""
+
 
 @dataclass(frozen=True)
 class DiTConfig:

@@ -9,7 +9,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from test_training import TINY_TOY, datamodule, module
+from toy_setup import TINY_TOY, datamodule, module
 from lvg.data.datamodule import ToyWorldDataModule
 from lvg.training import DirectForcingModule, TeacherForcingModule
 

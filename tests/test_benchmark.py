@@ -164,7 +164,7 @@ def tiny_run(tmp_path_factory):
 def test_lvg_test_writes_the_report_and_lvg_compare_tables_runs(tiny_run, monkeypatch, capsys):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from lvg.data.video_io import read_video
+    from lvg.media import read_video
 
     tmp_path = tiny_run
     monkeypatch.chdir(tmp_path)

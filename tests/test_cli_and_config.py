@@ -1,10 +1,13 @@
 """The `lvg` command and the preset registry."""
 
+import functools
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 
 from lvg.cli import main
 from lvg.config import DIT_PRESETS, DiTConfig
@@ -51,3 +54,151 @@ def test_config_validation():
     with pytest.raises(ValueError, match="must be even"):
         DiTConfig(num_attention_heads=1, attention_head_dim=9, rope_axes_dim=(3, 3, 3))
     assert DiTConfig.from_name("toy", num_layers=4).num_layers == 4
+
+
+# --- bad input: one `lvg: error:` line naming the file or field, no traceback, before any work ----------
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+STAGE1, STAGE2 = str(CONFIGS / "teacher_forcing.yaml"), str(CONFIGS / "direct_forcing.yaml")
+
+
+def refused(argv: list[str], capsys) -> str:
+    """``lvg ARGV`` as a user types it: it must exit non-zero with one ``lvg: error:`` line and no traceback."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    message = exit_.value.code  # a message: exit status 1
+    assert isinstance(message, str) and message.startswith("lvg: error: ") and "\n" not in message, message
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    return message
+
+
+@pytest.fixture
+def damaged(tmp_path, monkeypatch) -> dict[str, Path]:
+    """A truncated checkpoint, a text file named .ckpt and a truncated .safetensors, in the working directory."""
+    monkeypatch.chdir(tmp_path)  # the configs' relative runs/ and data/ paths land in tmp
+    torch.save({"state_dict": {"w": torch.zeros(1000)}}, "good.ckpt")
+    whole = Path("good.ckpt").read_bytes()
+    Path("truncated.ckpt").write_bytes(whole[: len(whole) // 2])
+    Path("notes.ckpt").write_text("not a checkpoint\n")
+    Path("truncated.safetensors").write_bytes(b"\x40\x00\x00\x00\x00\x00\x00\x00{")
+    return {"truncated": Path("truncated.ckpt"), "notes": Path("notes.ckpt"),
+            "safetensors": Path("truncated.safetensors")}
+
+
+@pytest.mark.parametrize("file", ["truncated", "notes", "missing"])
+@pytest.mark.parametrize("command", ["fit", "validate", "test", "generate"])
+def test_a_damaged_or_missing_ckpt_path_is_refused_naming_the_file(command, file, damaged, capsys):
+    path = damaged.get(file, Path("missing.ckpt"))
+    argv = [command, "--config", STAGE1, "--ckpt_path", str(path)]
+    if command == "generate":
+        argv += ["--image", "start.png", "--prompt", "a red circle", "--sections", "1"]
+    message = refused(argv, capsys)
+    problem = "does not exist; pass a checkpoint file or `last`" if file == "missing" else "is damaged or not a"
+    assert f"ckpt_path: {path} {problem}" in message
+    assert not Path("runs").exists() and not Path("data").exists()  # refused before anything was built or run
+
+
+def test_a_damaged_safetensors_export_is_refused_naming_the_file(damaged, capsys):
+    message = refused(["generate", "--config", STAGE1, "--ckpt_path", str(damaged["safetensors"]), "--image", "x.png",
+                       "--prompt", "a", "--sections", "1"], capsys)
+    assert "ckpt_path: truncated.safetensors is damaged or not a checkpoint (Error while deserializing" in message
+
+
+@pytest.mark.parametrize("file", ["truncated", "notes"])
+def test_a_damaged_init_from_is_one_line_like_a_missing_file(file, damaged, capsys):
+    message = refused(["fit", "--config", STAGE2, f"--model.init_args.init_from={damaged[file]}"], capsys)
+    assert message == (f"lvg: error: init_from: {damaged[file]} is damaged or not a checkpoint (torch checkpoints are "
+                       "zip archives and this file is not one: truncated, or another format); pass a stage checkpoint "
+                       "(.ckpt) or .safetensors file.")
+
+
+@pytest.mark.parametrize(
+    "yaml, message",
+    [
+        ("model:\n  init_args:\n    memory_pack:\n      rope_time_mod: absolute\n",
+         "model.init_args.memory_pack.rope_time_mod: no such option of lvg.training.TeacherForcingModule; "
+         "did you mean 'model.init_args.memory_pack.rope_time_mode'?"),
+        ("model:\n  init_args:\n    lrr: 0.1\n",
+         "model.init_args.lrr: no such option of lvg.training.TeacherForcingModule; "
+         "did you mean 'model.init_args.lr'?"),
+        ("data:\n  init_args:\n    toy:\n      num_vidoes: 3\n",
+         "data.init_args.toy.num_vidoes: no such option of lvg.data.datamodule.ToyWorldDataModule; "
+         "did you mean 'data.init_args.toy.num_videos'?"),
+        ("trainer:\n  max_stepz: 3\n", "trainer.max_stepz: no such option; did you mean 'trainer.max_steps'?"),
+        ("model:\n  init_args:\n    lr: fast\n", "model.init_args.lr: Expected a <class 'float'>. Got value: fast"),
+    ],
+    ids=["model-dataclass-key", "model-key", "data-key", "trainer-key", "bad-value"],
+)
+def test_a_config_typo_names_the_key_and_the_nearest_valid_one(yaml, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("typo.yaml").write_text(yaml)
+    assert refused(["fit", "--config", STAGE1, "--config", "typo.yaml"], capsys) == f"lvg: error: {message}"
+
+
+def test_ckpt_path_last_refuses_to_start_afresh_and_last_if_present_may(tmp_path, monkeypatch, capsys):
+    from lvg.cli import LvgTrainer
+
+    monkeypatch.chdir(tmp_path)
+    resumed_from = []
+
+    @functools.wraps(LvgTrainer.fit)  # the same signature: the parser reads fit's options from it
+    def fit(self, *args, **kwargs):
+        resumed_from.append(kwargs["ckpt_path"])
+
+    monkeypatch.setattr(LvgTrainer, "fit", fit)
+    checkpoints = tmp_path / "runs/teacher_forcing/checkpoints"
+    message = refused(["fit", "--config", STAGE1, "--ckpt_path", "last"], capsys)
+    assert message == (f"lvg: error: ckpt_path: 'last' but there is no last checkpoint in {checkpoints}: nothing to "
+                       "resume; drop --ckpt_path to start afresh, or pass --ckpt_path last_if_present to resume only "
+                       "when there is one.")
+    for command in ("validate", "test"):
+        assert "no trained weights to" in refused([command, "--config", STAGE1, "--ckpt_path", "last"], capsys)
+    assert "is for `lvg fit`" in refused(["test", "--config", STAGE1, "--ckpt_path", "last_if_present"], capsys)
+    main(["fit", "--config", STAGE1, "--ckpt_path", "last_if_present"])
+    assert resumed_from == [None] and "starting afresh" in capsys.readouterr().err
+    checkpoints.mkdir(parents=True)
+    torch.save({"state_dict": {}}, checkpoints / "last.ckpt")
+    for value in ("last", "last_if_present"):
+        main(["fit", "--config", STAGE1, "--ckpt_path", value])
+    assert resumed_from[1:] == [str(checkpoints / "last.ckpt")] * 2
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--seconds", "0"], "generate: --seconds must be > 0, got 0."),
+        (["--seconds", "-3"], "generate: --seconds must be > 0, got -3."),
+        (["--sections", "0"], "generate: --sections must be >= 1, got 0."),
+        (["--sections", "-1"], "generate: --sections must be >= 1, got -1."),
+        (["--sections", "1", "--prompt", "[abc] x"], "Prompt schedule: [abc] is not a timestamp"),
+        (["--sections", "1", "--prompt", "[-5s] x"], "Prompt schedule: timestamp [-5s] is negative"),
+        (["--sections", "1", "--prompt", "[0s] a [1:99] b"], "[1:99]: the seconds after the colon must be below 60"),
+    ],
+)
+def test_generate_refuses_a_bad_length_or_schedule(args, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = ["generate", "--config", STAGE1, "--image", "start.png", "--prompt", "a red circle", *args]
+    assert message in refused(argv, capsys)
+
+
+def test_errors_while_classes_are_built_are_one_line_and_debug_shows_the_traceback(tmp_path, monkeypatch, capsys):
+    from lvg.cli import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["fit", "--config", STAGE1, "--trainer.devices=banana"]  # Lightning's Trainer refuses it
+    assert "should be an int > 0" in refused(argv, capsys)
+    with pytest.raises(ConfigError, match="should be an int > 0") as err:
+        main([*argv, "--debug"])
+    assert err.value.__cause__ is not None  # the original error, with its traceback
+    monkeypatch.setenv("LVG_DEBUG", "1")
+    with pytest.raises(ConfigError):
+        main(argv)
+
+
+def test_the_lvg_command_prints_one_line_and_no_traceback(tmp_path):
+    command = [sys.executable, "-m", "lvg", "fit", "--config", STAGE1, "--trainer.max_stepz=3"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
+    assert [line for line in done.stderr.splitlines() if "error" in line] == [
+        "lvg: error: trainer.max_stepz: no such option; did you mean 'trainer.max_steps'?"]

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 
 from lvg.data import cuts as cuts_module
 from lvg.data.cuts import CutDetectorConfig, detect_cuts, detect_cuts_pyscenedetect, frame_scores, split_shots
-from lvg.data.dynamism import DynamismConfig, dynamism_verdict, motion_score
+from lvg.data.dynamism import DynamismConfig, dynamism_verdict, measure_motion
 from lvg.data.reader import available_backends, open_video
 from lvg.data.toy_world import ToyWorldConfig, render_video, sample_video_spec
-from lvg.data.video_io import write_video
+from lvg.media import write_video
 
 SIZE, FPS = 64, 8
 
@@ -191,28 +191,28 @@ def test_pyscenedetect_missing_is_a_clear_error(monkeypatch):
 
 def test_static_video_is_rejected():
     still = torch.from_numpy(toy_scene(0, 1)).expand(24, -1, -1, -1).contiguous()
-    score = motion_score(still, fps=FPS)
-    assert score == 0.0
-    assert dynamism_verdict(score) == f"static: score 0.00 < lower {DynamismConfig().lower:g}"
+    motion = measure_motion(still, fps=FPS)
+    assert motion.score == motion.flicker == 0.0
+    assert dynamism_verdict(motion) == f"static: score 0.00 < lower {DynamismConfig().lower:g}"
 
 
 def test_moving_toy_video_passes(tmp_path):
     frames = toy_scene(1, 32)
-    score = motion_score(torch.from_numpy(frames), fps=FPS)
-    assert dynamism_verdict(score) is None, score
+    motion = measure_motion(torch.from_numpy(frames), fps=FPS)
+    assert dynamism_verdict(motion) is None, motion
     write_video(tmp_path / "toy.mp4", frames, FPS)
     with open_video(tmp_path / "toy.mp4") as reader:  # streamed with the reader's own fps: same score
-        assert motion_score(reader, DynamismConfig(chunk=3)) == pytest.approx(score, rel=1e-6)
+        assert measure_motion(reader, DynamismConfig(chunk=3)).score == pytest.approx(motion.score, rel=1e-6)
 
 
 def test_noise_is_rejected_as_chaotic():
     g = torch.Generator().manual_seed(0)
     noise = torch.randint(0, 256, (16, SIZE, SIZE, 3), generator=g, dtype=torch.uint8)
-    assert dynamism_verdict(motion_score(noise, fps=FPS)).startswith("chaotic: score")
+    assert dynamism_verdict(measure_motion(noise, fps=FPS)).startswith("chaotic: pixel flicker")
     # Random 16-px blocks at 128 px: whole-frame change that survives the shrink.
     blocks = torch.randint(0, 256, (16, 8, 8, 3), generator=g, dtype=torch.uint8)
     blocks = blocks.repeat_interleave(16, 1).repeat_interleave(16, 2)
-    assert dynamism_verdict(motion_score(blocks, fps=FPS)).startswith("chaotic")
+    assert dynamism_verdict(measure_motion(blocks, fps=FPS)).startswith("chaotic: score")
 
 
 def test_score_is_frame_rate_independent():
@@ -220,7 +220,8 @@ def test_score_is_frame_rate_independent():
     world = texture(3, height=SIZE, width=800)
     at_8 = np.stack([world[:, 6 * t : 6 * t + SIZE] for t in range(24)])
     at_24 = np.stack([world[:, 2 * t : 2 * t + SIZE] for t in range(72)])
-    s8, s24 = motion_score(torch.from_numpy(at_8), fps=8), motion_score(torch.from_numpy(at_24), fps=24)
+    s8 = measure_motion(torch.from_numpy(at_8), fps=8).score
+    s24 = measure_motion(torch.from_numpy(at_24), fps=24).score
     assert s8 > 1 and s8 == pytest.approx(s24, rel=1e-6)
 
 
@@ -230,9 +231,9 @@ def test_flow_score_uses_the_flow_model():
         return torch.tensor([3.0, 4.0])[None, :, None, None].expand(len(a), 2, 32, 32)
 
     frames = torch.from_numpy(toy_scene(0, 16))
-    assert motion_score(frames, DynamismConfig(size=32), fps=FPS, flow=constant_flow) == pytest.approx(5.0)
+    assert measure_motion(frames, DynamismConfig(size=32), fps=FPS, flow=constant_flow).score == pytest.approx(5.0)
 
 
 def test_motion_score_needs_fps_for_tensors():
     with pytest.raises(ValueError, match="pass fps="):
-        motion_score(torch.zeros(4, 8, 8, 3, dtype=torch.uint8))
+        measure_motion(torch.zeros(4, 8, 8, 3, dtype=torch.uint8))

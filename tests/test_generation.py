@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from lvg.config import DiTConfig
-from lvg.data.video_io import read_video
+from lvg.media import read_video
 from lvg.models.dit import PackedDiT
 from lvg.models.encoders import Encoders, PixelCodec, ToyImageEncoder, ToyTextEncoder
 from lvg.models.memory_pack import MemoryPackConfig
 from lvg.models.semantic_pack import SemanticPack, SemanticPackConfig
 from lvg.sampling.pipeline import LongVideoPipeline, SamplingConfig
-from lvg.sampling.prompts import PromptSchedule
+from lvg.prompts import PromptSchedule
 
 CFG = DiTConfig.from_name("debug", in_channels=48, out_channels=48, text_embed_dim=64, pooled_projection_dim=64,
                           image_proj_dim=48)
@@ -110,6 +110,13 @@ def test_prompt_schedule_switches_at_the_right_section(pipe, monkeypatch):
         ("[0s] a [5s] b [3s] c", "must increase"),
         ("[0s] a [2s]   ", "prompt at 2.0s is empty"),
         ("   ", "prompt at 0.0s is empty"),
+        # a bracket that opens the prompt or holds a digit must be a timestamp
+        ("[abc] x", r"\[abc\] is not a timestamp; write seconds"),
+        ("[0s] a [5 sec] b", r"\[5 sec\] is not a timestamp"),
+        ("[0s] a [1:2:3] b", r"\[1:2:3\] is not a timestamp"),
+        ("[-5s] x", r"timestamp \[-5s\] is negative"),
+        ("[0s] a [-0:05] b", r"timestamp \[-0:05\] is negative"),
+        ("[0s] a [1:99] b", r"\[1:99\]: the seconds after the colon must be below 60; write \[2:39\] or \[159s\]"),
     ],
 )
 def test_prompt_schedule_errors(text, match):
@@ -121,6 +128,23 @@ def test_prompt_schedule_parsing():
     s = PromptSchedule.parse("[0s] walk [12.5s] run [1:05] stop")
     assert s.entries == ((0.0, "walk"), (12.5, "run"), (65.0, "stop"))
     assert s.at(0) == "walk" and s.at(12.4) == "walk" and s.at(12.5) == "run" and s.at(600) == "stop"
+    assert PromptSchedule.parse("[ 0 ] a [ 2.5 s ] b [1:59] c").entries == ((0.0, "a"), (2.5, "b"), (119.0, "c"))
+    # brackets around words (no digit, not opening the prompt) are prompt text
+    assert PromptSchedule.parse("a sign reading [OPEN] flickers").entries == ((0.0, "a sign reading [OPEN] flickers"),)
+    assert PromptSchedule.parse("[0s] a [neon] sign [2s] dark").entries == ((0.0, "a [neon] sign"), (2.0, "dark"))
+
+
+def test_prompts_no_section_starts_under_are_reported(pipe, caplog):
+    s = PromptSchedule.parse("[0s] a [0.2s] b [0.3s] c [5s] d")
+    starts = [pipe.section_start(n, FPS) for n in range(2)]  # 0.125 s and 0.5 s
+    assert s.unused(starts) == [
+        "the prompt at 0.2s ('b') is never used: the prompt at 0.3s replaces it before a section starts.",
+        "the prompt at 5s ('d') is never used: the last section starts at 0.50s.",
+    ]
+    assert PromptSchedule.parse("[0s] a [0.4s] b").unused(starts) == []
+    with caplog.at_level("WARNING", logger="lvg.sampling.pipeline"):
+        pipe(images(), ["[0s] a red circle [1:00] a blue square"], num_sections=1, fps=FPS, progress=False)
+    assert "the prompt at 60s ('a blue square') is never used: the last section starts at 0.12s" in caplog.text
 
 
 def test_batch_of_prompts_matches_single_runs(pipe):
@@ -148,6 +172,8 @@ def test_real_cfg_runs_a_negative_pass(monkeypatch):
 def test_bad_inputs(pipe):
     with pytest.raises(ValueError, match="one image per prompt"):
         pipe(images(2), ["a"], num_sections=1, fps=FPS, progress=False)
+    with pytest.raises(ValueError, match="num_sections must be >= 1, got 0"):
+        pipe(images(), ["a"], num_sections=0, fps=FPS, progress=False)
     with pytest.raises(ValueError, match="SamplingConfig.steps"):
         SamplingConfig(steps=0)
 

@@ -6,16 +6,16 @@ import torch
 from dit_inputs import make_inputs
 from safetensors import safe_open
 from safetensors.torch import load_file
-from test_training import datamodule, module, toy_root, trainer  # noqa: F401  (toy_root is a fixture)
+from toy_setup import datamodule, module, trainer
 from torch import nn
 
+from lvg.cli import export_lora_main as export_main
 from lvg.config import DiTConfig
 from lvg.models.dit import PackedDiT
 from lvg.models.lora import (
     LoRAConfig,
     LoRALinear,
     apply_lora,
-    export_main,
     kohya_name,
     load_lora,
     merge_lora,

@@ -11,7 +11,7 @@ import lightning as L
 import pytest
 import torch
 from fsdp_worker import MAX_GRAD_NORM
-from test_training import datamodule, module, toy_root  # noqa: F401  (toy_root is a fixture)
+from toy_setup import datamodule, module
 
 from lvg.data.datamodule import VideoShardDataset, collate_videos
 from lvg.data.shards import read_index

@@ -12,7 +12,7 @@ from lvg.data import prepare as prep
 from lvg.data.prepare import PrepareConfig, PrepareError, prepare_main, prepare_shards
 from lvg.data.shards import read_index, read_shard
 from lvg.data.toy_world import ToyWorldConfig, generate_toy_world, render_video, sample_video_spec
-from lvg.data.video_io import read_video, write_video
+from lvg.media import read_video, write_video
 from lvg.models.encoders import Encoders, PixelCodec, ToyImageEncoder, ToyTextEncoder
 
 CONFIGS = Path(__file__).parent.parent / "configs"
@@ -165,6 +165,22 @@ def test_dynamism_filter_drops_a_frozen_clip(toy, tmp_path):
     assert report_of(out)["histograms"]["motion_score"]
 
 
+def test_dynamism_filter_drops_pure_noise_and_keeps_thin_and_tall_frames(toy, tmp_path):
+    write_video(tmp_path / "noise.mp4", np.random.default_rng(0).integers(0, 256, (20, 64, 64, 3), np.uint8), 8)
+    thin = np.full((20, 32, 512, 3), 40, np.uint8)
+    for t in range(20):  # a square moving in the right half: the filter judges the whole frame, not the bucket crop
+        thin[t, 8:24, 400 + 3 * t : 416 + 3 * t] = 220
+    write_video(tmp_path / "thin.mp4", thin, 8)
+    write_video(tmp_path / "tall.mp4", np.ascontiguousarray(thin.transpose(0, 2, 1, 3)), 8)
+    rows = toy_rows(toy)[:1] + [{"id": n, "video": f"{n}.mp4", "caption": "x"} for n in ("noise", "thin", "tall")]
+    out = tmp_path / "shards"
+    prepare_shards(write_manifest(tmp_path / "m.jsonl", rows), out, encoders(),
+                   dataclasses.replace(PLAIN, filter_dynamism=True))
+    assert outcomes(out) == {"toy_0000": "kept", "noise": "chaotic", "thin": "kept", "tall": "kept"}
+    noise = next(i for i in report_of(out)["items"] if i["id"] == "noise")
+    assert noise["reason"].startswith("chaotic: pixel flicker")
+
+
 class Interrupt(KeyboardInterrupt):
     """Stands for a kill: not an Exception, so nothing in prepare may swallow it."""
 
@@ -297,10 +313,10 @@ def test_lvg_prepare_command_exits_with_the_bad_item(toy, tmp_path):
 
 
 def test_litdata_output_is_handed_to_the_streaming_converter(toy, tmp_path, monkeypatch):
-    import lvg.data.streaming
+    import lvg.data.litdata_chunks
 
     calls = []
-    monkeypatch.setattr(lvg.data.streaming, "write_litdata", lambda *args, **kw: calls.append((args, kw)))
+    monkeypatch.setattr(lvg.data.litdata_chunks, "write_litdata", lambda *args, **kw: calls.append((args, kw)))
     manifest = write_manifest(tmp_path / "m.jsonl", toy_rows(toy)[:1])
     prepare_shards(manifest, tmp_path / "out", encoders(), PLAIN, output_format="litdata")
     assert calls == [((tmp_path / "out", str(tmp_path / "out/litdata")), {"overwrite": True})]

@@ -88,7 +88,7 @@ def test_recipes_read_the_shards_that_the_prepare_config_writes():
 
 def test_fit_trains_fp32_master_weights_of_a_bf16_checkpoint():
     """FramePack-F1 ships bf16; what trains is upcast at fit setup, frozen weights stay bf16 (memory)."""
-    from test_training import module
+    from toy_setup import module
 
     model = module(DirectForcingModule)
     model.dit.to(torch.bfloat16)  # as loaded from the released checkpoint

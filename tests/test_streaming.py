@@ -75,7 +75,7 @@ def shard_videos(toy_root):
 @pytest.fixture(scope="module")
 def litdata_dir(toy_root, tmp_path_factory):
     pytest.importorskip("litdata")
-    from lvg.data.streaming import write_litdata
+    from lvg.data.litdata_chunks import write_litdata
 
     out = tmp_path_factory.mktemp("litdata") / "chunks"
     # ~2 videos per chunk: several chunks, so shuffling and rank sharding cross chunk boundaries
@@ -98,8 +98,8 @@ def ids(loader):
 
 
 def assert_batches_equal(a, b):
-    assert a.keys() == b.keys() and a["id"] == b["id"]
-    for key in a.keys() - {"id"}:
+    assert a.keys() == b.keys() and a["id"] == b["id"] and a["caption"] == b["caption"]
+    for key in a.keys() - {"id", "caption"}:
         assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
 
 
@@ -165,7 +165,7 @@ def test_lightning_fit_and_ckpt_resume_on_litdata(litdata_dir, tmp_path):
 
 
 def test_write_litdata_refuses_to_replace_a_dataset_unless_asked(litdata_dir, toy_root):
-    from lvg.data.streaming import write_litdata
+    from lvg.data.litdata_chunks import write_litdata
 
     with pytest.raises(ValueError, match="already holds a litdata dataset; pass overwrite=True"):
         write_litdata(toy_root / "shards", litdata_dir)
@@ -174,7 +174,7 @@ def test_write_litdata_refuses_to_replace_a_dataset_unless_asked(litdata_dir, to
 def test_litdata_missing_is_a_clear_install_hint(monkeypatch):
     import sys
 
-    from lvg.data.streaming import require_litdata
+    from lvg.data.litdata_chunks import require_litdata
 
     monkeypatch.setitem(sys.modules, "litdata", None)
     with pytest.raises(ImportError, match=r'pip install "lvg\[stream\]"'):
@@ -266,7 +266,7 @@ def test_raw_clips_resume_mid_epoch_with_the_next_clip(raw_manifest, tmp_path):
 
 
 def test_a_video_split_at_a_cut_gives_clips_named_by_shot(toy_root, tmp_path, shard_videos):
-    from lvg.data.video_io import read_video, write_video
+    from lvg.media import read_video, write_video
     from lvg.models.encoders import PixelCodec
 
     first, fps = read_video(toy_root / "videos/toy_0000.mp4")

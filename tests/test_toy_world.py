@@ -14,7 +14,7 @@ from lvg.data.toy_world import (
     render_video,
     sample_video_spec,
 )
-from lvg.data.video_io import read_video, write_video
+from lvg.media import read_video, write_video
 
 CONFIG = ToyWorldConfig()  # the default dataset: the guarantees below are about it
 

@@ -19,7 +19,7 @@ from lvg.data.reader import (
     open_video,
     resize_to_bucket,
 )
-from lvg.data.video_io import write_video
+from lvg.media import write_video
 
 BACKENDS = [b for b in ("pyav", "decord") if b in available_backends()]
 
@@ -330,7 +330,7 @@ def test_frame_strip_lays_out_evenly_spaced_frames_and_lvg_strip_writes_it(tmp_p
     from PIL import Image
 
     from lvg.cli import main
-    from lvg.data.video_io import frame_strip, write_video
+    from lvg.media import frame_strip, write_video
 
     long = np.stack([np.full((4, 6, 3), t, np.uint8) for t in range(9)])  # frame t has value t
     short = long[:5] + 100

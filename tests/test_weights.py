@@ -8,7 +8,6 @@ from safetensors.torch import save_file
 
 from lvg.config import DiTConfig
 from lvg.models.dit import PackedDiT
-from lvg.models.weights import load_dit
 
 from dit_inputs import make_inputs
 
@@ -45,7 +44,7 @@ def reference_outputs(reference, seed=0):
 def test_sharded_save_pretrained_loads_and_reproduces(reference, sharded_dir):
     assert len(list(sharded_dir.glob("*.safetensors"))) > 1, "the fixture must really be sharded"
     assert list(sharded_dir.glob("*.safetensors.index.json"))
-    model = load_dit(sharded_dir)
+    model = PackedDiT.from_pretrained(sharded_dir)
     assert model.config == CFG
     assert (outputs(model) - reference_outputs(reference)).abs().max() <= 1e-5
 
@@ -71,7 +70,7 @@ def test_hub_id_downloads_only_json_and_safetensors(monkeypatch, sharded_dir):
         return str(sharded_dir.parent)
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
-    model = load_dit("someone/framepack-f1-tiny", subfolder=sharded_dir.name)
+    model = PackedDiT.from_pretrained("someone/framepack-f1-tiny", subfolder=sharded_dir.name)
     assert calls == [("someone/framepack-f1-tiny", [f"{sharded_dir.name}/*.json", f"{sharded_dir.name}/*.safetensors"])]
     assert model.config == CFG
 
@@ -86,13 +85,13 @@ def test_checkpoint_of_another_architecture_is_rejected(tmp_path):
     )
     other.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match=r"missing keys \d+ \(clean_x_embedder\.proj\.bias") as err:
-        load_dit(tmp_path, config="debug")
+        PackedDiT.from_pretrained(tmp_path, config="debug")
     assert "image_projection" in str(err.value)
 
 
 def test_wrong_config_reports_shape_mismatch(sharded_dir):
     with pytest.raises(ValueError, match=r"shape mismatches .*x_embedder\.proj\.weight: expected \(128, 12, 1, 2, 2\)"):
-        load_dit(sharded_dir, config="toy")
+        PackedDiT.from_pretrained(sharded_dir, config="toy")
 
 
 def test_bad_config_json(tmp_path, reference):
@@ -100,22 +99,22 @@ def test_bad_config_json(tmp_path, reference):
     cfg = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**cfg, "num_experts": 4}))
     with pytest.raises(ValueError, match="config.json: unknown DiT config key 'num_experts'"):
-        load_dit(tmp_path)
+        PackedDiT.from_pretrained(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({**cfg, "image_condition_type": "token_replace"}))
     with pytest.raises(ValueError, match="image_condition_type='token_replace' is not supported"):
-        load_dit(tmp_path)
+        PackedDiT.from_pretrained(tmp_path)
 
 
 def test_missing_path_and_missing_shard(tmp_path, sharded_dir):
     with pytest.raises(ValueError, match="does not exist"):
-        load_dit(tmp_path / "nowhere")
+        PackedDiT.from_pretrained(tmp_path / "nowhere")
     broken = tmp_path / "broken"
     broken.mkdir()
     for f in sharded_dir.iterdir():
         (broken / f.name).write_bytes(f.read_bytes())
     next(broken.glob("*-00001-of-*.safetensors")).unlink()
     with pytest.raises(ValueError, match="lists shards that do not exist"):
-        load_dit(broken)
+        PackedDiT.from_pretrained(broken)
 
 
 def test_non_strict_load_keeps_initial_values_and_warns(reference, tmp_path):
@@ -123,8 +122,8 @@ def test_non_strict_load_keeps_initial_values_and_warns(reference, tmp_path):
     file = tmp_path / "partial.safetensors"
     save_file(state, str(file))
     with pytest.raises(ValueError, match=r"missing keys 2 \(proj_out.bias, proj_out.weight\)"):
-        load_dit(file, config=CFG)
+        PackedDiT.from_pretrained(file, config=CFG)
     with pytest.warns(UserWarning, match="missing keys 2"):
-        model = load_dit(file, config=CFG, strict=False)
+        model = PackedDiT.from_pretrained(file, config=CFG, strict=False)
     assert torch.equal(model.norm_out.linear.weight, reference.norm_out.linear.weight)
     assert torch.equal(model.proj_out.weight, torch.zeros_like(model.proj_out.weight))

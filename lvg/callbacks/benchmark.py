@@ -39,7 +39,7 @@ import torch
 from torchmetrics import Metric
 
 from lvg import __version__
-from lvg.data.video_io import write_video
+from lvg.media import write_video
 from lvg.metrics.report import write_report
 from lvg.metrics.toy_world import HIGHER_IS_BETTER as TRUTH_HIGHER
 from lvg.metrics.toy_world import ToyWorldTruth

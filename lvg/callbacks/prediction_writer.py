@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from lvg.data.video_io import write_video
+from lvg.media import write_video
 
 log = logging.getLogger(__name__)
 

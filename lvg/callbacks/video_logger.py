@@ -22,6 +22,7 @@ Usage in a stage YAML::
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -30,8 +31,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 from tensorboard.compat.proto.summary_pb2 import Summary
 
-from lvg.data.shards import read_shard
-from lvg.sampling.pipeline import LongVideoPipeline, SamplingConfig
+from lvg.sampling.pipeline import SamplingConfig
 from lvg.training import parallel
 
 
@@ -69,31 +69,43 @@ class SampleVideoLogger(L.Callback):
             raise ValueError("SampleVideoLogger: every_n_steps, sections and num_videos must be >= 1.")
         self.every_n_steps, self.sections, self.num_videos = every_n_steps, sections, num_videos
         self.fps, self.sampling, self.seed = fps, sampling, seed
-        self._fixed: tuple[torch.Tensor, list[str]] | None = None
+        self._fixed: tuple[torch.Tensor, list[str]] = (torch.zeros(0, 3, 0, 0, dtype=torch.uint8), [])
 
-    def _fixed_inputs(self, trainer: L.Trainer, encoders) -> tuple[torch.Tensor, list[str]]:
-        if self._fixed is None:
-            dataset = trainer.datamodule.train_set
-            videos = dataset.videos[: self.num_videos]
-            starts = [read_shard(dataset.shard_dir / v["file"])[0]["latents"][:, :1] for v in videos]
-            images = encoders.codec.decode(torch.stack(starts))[:, 0]  # (B, 3, H, W) uint8
-            self._fixed = (images, [v["caption"] for v in videos])
-        return self._fixed
+    def _collect(self, batch: dict[str, Any], encoders) -> None:
+        """Keep the start frames and captions of the first ``num_videos`` training videos seen: fixed from then on
+        (and saved with the checkpoint), so samples are comparable across steps. Works with every datamodule
+        whose batches carry ``caption`` (shards, litdata chunks, raw clips)."""
+        images, prompts = self._fixed
+        need = self.num_videos - len(prompts)
+        if need <= 0 or "caption" not in batch:
+            return
+        starts = batch["latents"][:need, :, :1].float().cpu()
+        decoded = encoders.codec.decode(starts)[:, 0]  # (B, 3, H, W) uint8
+        self._fixed = (torch.cat([images, decoded]) if len(prompts) else decoded, prompts + list(batch["caption"][:need]))
+
+    def state_dict(self) -> dict[str, Any]:
+        images, prompts = self._fixed
+        return {"images": images, "prompts": prompts}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._fixed = (state_dict["images"], list(state_dict["prompts"]))
 
     @torch.no_grad()
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
+        encoders = getattr(trainer.datamodule, "encoders", lambda: None)()
+        if encoders is None:
+            return
+        self._collect(batch, encoders)
         loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         # A sharded DiT (FSDP) runs collectives in every forward: then every rank generates, rank 0 logs.
         sharded = parallel.is_sharded(next(pl_module.dit.parameters()))
         if step % self.every_n_steps or not loggers or not (trainer.is_global_zero or sharded):
             return
-        encoders = getattr(trainer.datamodule, "encoders", lambda: None)()
-        if encoders is None:
+        images, prompts = self._fixed
+        if not prompts:
             return
-        images, prompts = self._fixed_inputs(trainer, encoders)
-        pipeline = LongVideoPipeline(pl_module.dit, pl_module.memory_pack_config, encoders, pl_module.semantic_pack,
-                                     self.sampling)
+        pipeline = pl_module.pipeline(encoders, self.sampling)
         was_training = pl_module.training
         pl_module.eval()
         videos = pipeline(images, prompts, num_sections=self.sections, fps=self.fps, seed=self.seed,

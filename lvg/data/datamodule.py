@@ -41,13 +41,13 @@ class VideoShardDataset(Dataset):
         return len(self.videos)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        tensors, _ = read_shard(self.shard_dir / self.videos[i]["file"])
+        tensors, meta = read_shard(self.shard_dir / self.videos[i]["file"])
         tensors["text_mask"] = tensors["text_mask"].bool()
-        return {"id": self.videos[i]["id"], **tensors}
+        return {"id": self.videos[i]["id"], "caption": meta.get("caption", ""), **tensors}
 
 
 def collate_videos(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack videos: cut latents to the shortest, right-pad text with a false mask."""
+    """Stack videos: cut latents to the shortest, right-pad text with a false mask; ids and captions as lists."""
     frames = min(it["latents"].shape[1] for it in items)
     length = max(it["text"].shape[0] for it in items)
     text = torch.zeros(len(items), length, items[0]["text"].shape[1], dtype=items[0]["text"].dtype)
@@ -64,6 +64,8 @@ def collate_videos(items: list[dict[str, Any]]) -> dict[str, Any]:
     }
     if "image" in items[0]:
         batch["image"] = torch.stack([it["image"] for it in items])
+    if "caption" in items[0]:  # what the sample logger prompts with
+        batch["caption"] = [it["caption"] for it in items]
     return batch
 
 

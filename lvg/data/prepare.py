@@ -55,15 +55,16 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
 import yaml
 from tqdm.auto import tqdm
 
+from lvg.config import DTYPES
 from lvg.data.cuts import CutDetectorConfig, detect_cuts, split_shots
-from lvg.data.dynamism import DynamismConfig, dynamism_verdict, motion_score
+from lvg.data.dynamism import DynamismConfig, analysis_frames, dynamism_verdict, measure_motion, sample_stride
 from lvg.data.manifest import validate_manifest
 from lvg.data.reader import VideoReadError, bucket_size, open_video, resize_to_bucket
 from lvg.data.shards import FORMAT, INDEX, describe, write_shard
@@ -77,7 +78,6 @@ STAMP = "prepare.json"
 REPORT = "prepare_report"
 # Problems of the input itself (what --strict stops at); the other reasons are filter decisions.
 INPUT_ERRORS = ("bad_row", "missing_file", "empty_file", "unreadable", "too_long", "too_short")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CHUNK = 64  # frames decoded (and resized) at a time
 
 
@@ -181,11 +181,24 @@ class _Refused(Exception):
         self.code, self.reason = code, reason
 
 
-def _decode(task: Task) -> tuple[torch.Tensor, float, int]:
-    """Frames ``(T, h, w, 3)`` uint8 of ``task``'s time range, resized to its bucket chunk by chunk
-    (memory holds bucket-size frames only); also the fps and the range's first frame index."""
+class _Decoded(NamedTuple):
+    frames: torch.Tensor
+    """``(T, h, w, 3)`` uint8: the task's time range resized to its bucket."""
+    samples: torch.Tensor
+    """Every ``sample_stride``-th frame of the range at the dynamism filter's analysis size, uncropped:
+    the filter judges the picture, not the bucket's centre (a thin frame's motion may lie outside it)."""
+    fps: float
+    first: int
+    """The range's first frame index."""
+    source_size: tuple[int, int]
+
+
+def _decode(task: Task) -> _Decoded:
+    """Decode ``task``'s time range chunk by chunk (memory holds bucket-size frames and small samples only)."""
+    dynamism = task.dynamism or DynamismConfig()
     with open_video(task.path) as reader:
         info = reader.info  # frame count and rate checked against the stream, not the header's word
+        stride = sample_stride(info.fps, dynamism)
         if info.num_frames > task.max_frames:
             raise _Refused("too_long", f"{info.num_frames} frames > max_frames={task.max_frames}")
         first, last = reader.range_indices(task.start or 0.0, task.end) if task.start or task.end else (0, None)
@@ -196,7 +209,7 @@ def _decode(task: Task) -> tuple[torch.Tensor, float, int]:
         if min(size) < task.multiple:
             raise _Refused("unreadable", f"frame size {info.height}x{info.width} is too small to encode")
         stop_at = info.num_frames if last is None else min(last, info.num_frames)
-        chunks, index = [], first
+        chunks, samples, index = [], [], first
         while index < min(stop_at, reader.info.num_frames):
             stop = min(index + CHUNK, stop_at, reader.info.num_frames)
             try:
@@ -206,18 +219,21 @@ def _decode(task: Task) -> tuple[torch.Tensor, float, int]:
                     raise
                 continue  # the decoder ended before the index (a corrupt tail); the reader now knows the real count
             chunks.append(resize_to_bucket(frames, size))
+            samples.append(analysis_frames(frames[(first - index) % stride :: stride], dynamism))
             index = stop
     if not chunks:
         raise _Refused("unreadable", f"no frame decodes in frames [{first}, {last})")
-    return torch.cat(chunks), float(info.fps), first
+    return _Decoded(torch.cat(chunks), torch.cat(samples), float(info.fps), first, (info.height, info.width))
 
 
 def scan_video(task: Task) -> Scan:
     """Decode one video, split it at cuts and decide for every shot (runs in a worker process)."""
     scan = Scan(task.id)
     try:
-        video, scan.fps, first = _decode(task)
+        video, samples, scan.fps, first, source_size = _decode(task)
         scan.frames = total = len(video)
+        dynamism = task.dynamism or DynamismConfig()
+        stride = sample_stride(scan.fps, dynamism)
         if total < task.min_frames:
             raise _Refused("too_short", f"{total} frame{'s' * (total != 1)} < {task.min_frames} (one training section)")
         shots = split_shots(total, detect_cuts(video, task.cuts), 1) if task.cuts is not None else [(0, total)]
@@ -227,8 +243,11 @@ def scan_video(task: Task) -> Scan:
             if e - s < task.min_frames:
                 clip.code, clip.reason = "short_shot", f"shot of {e - s} frames < {task.min_frames} (one training section)"
                 continue
-            clip.motion = motion_score(video[s:e], task.dynamism or DynamismConfig(), fps=scan.fps)
-            verdict = dynamism_verdict(clip.motion, task.dynamism) if task.dynamism is not None else None
+            # the samples inside the shot; they are one sample apart already (fps = the sampling rate)
+            shot_samples = samples[-(-s // stride) : -(-e // stride)]
+            motion = measure_motion(shot_samples, dynamism, fps=dynamism.sample_fps, source_size=source_size)
+            clip.motion = motion.score
+            verdict = dynamism_verdict(motion, task.dynamism) if task.dynamism is not None else None
             if verdict is not None:  # "static: ..." or "chaotic: ..."
                 clip.code, clip.reason = verdict.split(":", 1)[0], verdict
             else:
@@ -318,35 +337,56 @@ def _append_log(path: Path, entry: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
+def usable_frames(codec, frames: int) -> int:
+    """The leading frames of a ``frames``-long clip the codec encodes whole (e.g. ``4N - 3`` for a causal VAE)."""
+    return codec.num_pixel_frames(codec.num_latent_frames(frames))
+
+
+def encode_text(caption: str, encoders: Encoders, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """``text (L, D)`` (valid tokens only), ``text_mask (L,)`` bool and ``pooled (D_pool,)`` of one caption."""
+    text = encoders.text.encode([caption])
+    valid = text.mask[0].cpu()
+    return {"text": text.tokens[0].cpu()[valid].to(dtype), "text_mask": torch.ones(int(valid.sum()), dtype=torch.bool),
+            "pooled": text.pooled[0].cpu().to(dtype)}
+
+
+def encode_frames(frames: torch.Tensor, encoders: Encoders, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """``latents (C, F, h', w')`` of ``frames (T, h, w, 3)`` uint8 (cut to :func:`usable_frames`), and ``image
+    (L_i, D_img)`` of its first frame when there is an image encoder."""
+    video = frames[: usable_frames(encoders.codec, len(frames))].permute(0, 3, 1, 2).unsqueeze(0)  # (1, T, 3, h, w)
+    tensors = {"latents": encoders.codec.encode(video)[0].cpu().to(dtype)}
+    if encoders.image is not None:
+        tensors["image"] = encoders.image.encode(video[:, 0])[0].cpu().to(dtype)
+    return tensors
+
+
+def encode_clip(frames: torch.Tensor, caption: str, encoders: Encoders,
+                dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """The training tensors of one clip: :func:`encode_frames` and :func:`encode_text`. ``lvg prepare`` stores
+    exactly these in a shard (the text mask as uint8) and the raw-clip datamodule yields them."""
+    return {**encode_frames(frames, encoders, dtype), **encode_text(caption, encoders, dtype)}
+
+
 def _encode(scan: Scan, row: dict[str, Any], encoders: Encoders, out: Path, dtype: torch.dtype) -> dict[str, Any]:
     """Encode and write the kept clips of one scanned video; return its log entry."""
-    codec, split = encoders.codec, len(scan.clips) > 1
+    split = len(scan.clips) > 1
     entry: dict[str, Any] = {"id": row["id"], "stat": _stat(row["video_path"]), "fps": scan.fps,
                              "frames": scan.frames, "code": scan.code, "reason": scan.reason, "clips": [], "dropped": []}
     kept = [c for c in scan.clips if c.frames is not None]
-    if kept:
-        text = encoders.text.encode([row["caption"]])
-        valid = text.mask[0].cpu()
-        text_tensors = {
-            "text": text.tokens[0].cpu()[valid].to(dtype),
-            "text_mask": torch.ones(int(valid.sum()), dtype=torch.uint8),
-            "pooled": text.pooled[0].cpu().to(dtype),
-        }
+    text = encode_text(row["caption"], encoders, dtype) if kept else {}  # once per video, shared by its shots
     for clip in scan.clips:
         clip_id = f"{row['id']}-s{clip.shot}" if split else row["id"]
         record = {"id": clip_id, "frames": clip.end - clip.start, "motion": clip.motion}
         if clip.frames is None:
             entry["dropped"].append({**record, "code": clip.code, "reason": clip.reason})
             continue
-        usable = codec.num_pixel_frames(codec.num_latent_frames(len(clip.frames)))  # e.g. 4N-3 for a causal VAE
-        video = clip.frames[:usable].permute(0, 3, 1, 2).unsqueeze(0)  # (1, T, 3, h, w) uint8
+        usable = usable_frames(encoders.codec, len(clip.frames))
         try:
-            tensors = {"latents": codec.encode(video)[0].cpu().to(dtype), **text_tensors}
-            if encoders.image is not None:
-                tensors["image"] = encoders.image.encode(video[:, 0])[0].cpu().to(dtype)
+            tensors = {**encode_frames(clip.frames, encoders, dtype), **text}
         except (ValueError, RuntimeError) as err:  # e.g. a frame size the codec refuses, CUDA out of memory
             entry["dropped"].append({**record, "code": "encode_error", "reason": f"{type(err).__name__}: {err}"})
             continue
+        tensors["text_mask"] = tensors["text_mask"].to(torch.uint8)  # the shard format's mask dtype
         meta = {"id": clip_id, "caption": row["caption"], "fps": scan.fps, "latent_frames": tensors["latents"].shape[1],
                 "source": row["video"], "source_id": row["id"], "start_frame": clip.start,
                 "end_frame": clip.start + usable, "motion": clip.motion}
@@ -510,7 +550,7 @@ def prepare_shards(
 def export(output_format: str, out: Path) -> None:
     """The output-format step after the shards: ``litdata`` converts them to chunks in ``out/litdata``."""
     if output_format == "litdata":
-        from lvg.data.streaming import write_litdata
+        from lvg.data.litdata_chunks import write_litdata
 
         write_litdata(out, str(out / "litdata"), overwrite=True)
     elif output_format != "safetensors":

@@ -20,9 +20,9 @@ from torch.utils.data import Dataset
 
 from lvg.data.manifest import read_records
 from lvg.data.toy_world import ToyWorldConfig, generate_toy_world
-from lvg.data.video_io import load_image
+from lvg.media import load_image
 from lvg.io import atomic_write_text
-from lvg.sampling.prompts import PromptSchedule
+from lvg.prompts import PromptSchedule
 
 BENCHMARK_SECONDS: dict[str, float] = {"short": 10.0, "medium": 30.0, "long": 60.0}
 """The paper's 10 s / 30 s / 60 s split of benchmark lengths."""

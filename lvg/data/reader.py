@@ -489,7 +489,7 @@ def resize_to_bucket(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
 
     Bilinear with antialiasing (PIL's bilinear filter when shrinking), computed on uint8
     channels-last tensors, torch's vectorised CPU path; close to, not bit-identical with, the PIL
-    Lanczos that FramePack's demo and :func:`lvg.data.video_io.load_image` use for still images.
+    Lanczos that FramePack's demo and :func:`lvg.media.load_image` use for still images.
     """
     if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         got = f"{frames.dtype} {tuple(frames.shape)}"

@@ -4,7 +4,7 @@ Two datamodules yield exactly the batches of :class:`~lvg.data.datamodule.VideoL
 (``id``, ``latents (B, C, F, h, w)``, ``text``, ``text_mask``, ``pooled``, ``image``; same
 :func:`~lvg.data.datamodule.collate_videos`), so every training stage plugs into them unchanged:
 
-* :class:`StreamingLatentDataModule` streams latent shards converted by :func:`write_litdata` into
+* :class:`StreamingLatentDataModule` streams latent shards converted by :func:`~lvg.data.litdata_chunks.write_litdata` into
   litdata chunks, from local disk or object storage (``s3://``, ``gs://``, ...; litdata downloads
   chunks ahead and caches them). One litdata item is one whole video, so "all sections of one
   video, in order" holds by construction. litdata shards the items by rank (``drop_last`` under
@@ -39,29 +39,16 @@ from typing import Any, Literal
 
 import torch
 
+from lvg.config import DTYPES
 from lvg.data.datamodule import Progress, VideoLatentDataModule, collate_videos
+from lvg.data.litdata_chunks import require_litdata
 from lvg.data.manifest import validate_manifest
-from lvg.data.prepare import DTYPES, PrepareConfig, Task, resolve_config, scan_video
+from lvg.data.prepare import PrepareConfig, Task, encode_clip, resolve_config, scan_video
 from lvg.data.reader import VideoReadError, open_video, resize_to_bucket
-from lvg.data.shards import read_index, read_shard
 from lvg.io import atomic_write_text
 from lvg.models.encoders import Encoders, PixelCodec, ToyImageEncoder, ToyTextEncoder
 
 log = logging.getLogger(__name__)
-
-
-def require_litdata():
-    """The litdata module, or an ImportError that says how to install it."""
-    # older litdata versions ask PyPI for a newer release on first use; training must not touch the network
-    os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")
-    try:
-        import litdata
-    except ImportError as err:
-        raise ImportError('Streaming from litdata chunks needs litdata: pip install "lvg[stream]"') from err
-    return litdata
-
-
-# --- encoders ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -93,66 +80,6 @@ class EncoderSpec:
 
             return framepack_f1_encoders(self.hunyuan, self.siglip, tuple(self.frame_size))
         raise ValueError(f"EncoderSpec.kind must be 'none', 'toy' or 'framepack-f1', got {self.kind!r}.")
-
-
-# --- litdata chunks of latent shards -------------------------------------------------------------
-
-
-def litdata_item(file: str) -> dict[str, Any]:
-    """One shard as one litdata item: the tensors of :class:`VideoShardDataset` plus its metadata."""
-    tensors, meta = read_shard(file)
-    tensors["text_mask"] = tensors["text_mask"].bool()
-    return {"id": meta["id"], "caption": meta.get("caption", ""), "fps": float(meta.get("fps", 0.0)),
-            "latent_frames": int(tensors["latents"].shape[1]), **tensors}
-
-
-def write_litdata(
-    shard_dir: str | Path,
-    out_dir: str,
-    *,
-    chunk_bytes: int | str = "64MB",
-    min_latent_frames: int = 1,
-    num_workers: int = 1,
-    compression: str | None = None,
-    overwrite: bool = False,
-    start_method: str | None = None,
-) -> str:
-    """Convert prepared latent shards (see :mod:`lvg.data.shards`) into litdata chunks, one item per video.
-
-    Args:
-        shard_dir: directory with ``index.json`` and the ``<id>.safetensors`` shards.
-        out_dir: local directory or object-store URL (``s3://bucket/prefix``) the chunks are written to.
-        chunk_bytes: target chunk size (a video larger than it gets a chunk of its own). Chunks are
-            what is downloaded and cached while streaming, so tens of MB suit object storage.
-        min_latent_frames: shorter videos are left out (and reported); at least ``1 + window`` for training.
-        num_workers: processes converting shards in parallel.
-        compression: litdata chunk compression (``"zstd"``) or None.
-        overwrite: replace an existing litdata dataset at ``out_dir`` (otherwise litdata refuses).
-        start_method: how litdata starts its worker processes (None: its default, ``spawn``; ``fork``
-            starts in milliseconds instead of seconds, fine when this process has no CUDA context).
-
-    Returns:
-        ``out_dir``, to pass to :class:`StreamingLatentDataModule` as ``input_dir`` (a string, since
-        it may be a URL).
-    """
-    litdata = require_litdata()
-    if not overwrite and "://" not in str(out_dir) and Path(out_dir, "index.json").is_file():
-        raise ValueError(f"{out_dir} already holds a litdata dataset; pass overwrite=True to replace it, "
-                         "or write to another directory.")
-    index = read_index(shard_dir)
-    videos = sorted(index["videos"], key=lambda v: v["id"])
-    short = [v["id"] for v in videos if v["latent_frames"] < min_latent_frames]
-    if short:
-        log.warning("%d videos shorter than %d latent frames are left out: %s", len(short), min_latent_frames, short)
-    files = [str(Path(shard_dir, v["file"]).resolve()) for v in videos if v["latent_frames"] >= min_latent_frames]
-    if not files:
-        raise ValueError(f"{shard_dir}: no video has >= {min_latent_frames} latent frames; nothing to write.")
-    litdata.optimize(
-        fn=litdata_item, inputs=files, output_dir=str(out_dir), chunk_bytes=chunk_bytes, num_workers=num_workers,
-        compression=compression, reorder_files=False, mode="overwrite" if overwrite else None,
-        start_method=start_method, verbose=False,
-    )
-    return str(out_dir)
 
 
 @functools.cache
@@ -211,7 +138,7 @@ def stream_loader(dataset, batch_size: int, num_workers: int, resume: Progress |
 
 
 class StreamingLatentDataModule(VideoLatentDataModule):
-    """Whole videos streamed from litdata chunks written by :func:`write_litdata` (local or object storage).
+    """Whole videos streamed from litdata chunks written by :func:`~lvg.data.litdata_chunks.write_litdata` (local or object storage).
 
     Prediction, ``lvg test`` suites and the resume position are :class:`VideoLatentDataModule`'s.
     """
@@ -322,36 +249,6 @@ def read_clip(path: str, start: int, end: int, size: tuple[int, int], chunk: int
     return torch.cat(parts)
 
 
-def encode_clip(frames: torch.Tensor, caption: str, encoders: Encoders,
-                dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    """The training tensors of one clip, equal to what ``lvg prepare`` stores in its shard.
-
-    Args:
-        frames: ``(T, h, w, 3)`` uint8; cut to the codec's frame count (``4N - 3`` for a causal VAE).
-        caption: its caption.
-        encoders: codec, text and image encoders.
-        dtype: of the latents and features.
-
-    Returns:
-        ``latents (C, F, h', w')``, ``text (L, D)`` (valid tokens only), ``text_mask (L,)`` bool,
-        ``pooled (D_pool,)`` and ``image (L_i, D_img)`` when there is an image encoder.
-    """
-    codec = encoders.codec
-    usable = codec.num_pixel_frames(codec.num_latent_frames(len(frames)))
-    video = frames[:usable].permute(0, 3, 1, 2).unsqueeze(0)  # (1, T, 3, h, w)
-    text = encoders.text.encode([caption])
-    valid = text.mask[0].cpu()
-    tensors = {
-        "latents": codec.encode(video)[0].cpu().to(dtype),
-        "text": text.tokens[0].cpu()[valid].to(dtype),
-        "text_mask": torch.ones(int(valid.sum()), dtype=torch.bool),
-        "pooled": text.pooled[0].cpu().to(dtype),
-    }
-    if encoders.image is not None:
-        tensors["image"] = encoders.image.encode(video[:, 0])[0].cpu().to(dtype)
-    return tensors
-
-
 class RawClipDataset(torch.utils.data.Dataset):
     """One item = one kept clip, decoded (and, with ``encode``, encoded) when asked for, in a DataLoader worker.
 
@@ -377,7 +274,7 @@ class RawClipDataset(torch.utils.data.Dataset):
             return {"id": clip.id, "frames": frames, "caption": clip.caption}
         if self._encoders is None:
             self._encoders = self.encoder_spec.build()
-        return {"id": clip.id, **encode_clip(frames, clip.caption, self._encoders, self.dtype)}
+        return {"id": clip.id, "caption": clip.caption, **encode_clip(frames, clip.caption, self._encoders, self.dtype)}
 
     def _read(self, i: int) -> tuple[RawClip, torch.Tensor]:
         """Clip ``i``, or -- when its file was changed or removed since the filter scan -- the next readable
@@ -614,6 +511,6 @@ class RawClipDataModule(VideoLatentDataModule):
         for module in (encoders.codec, encoders.text, encoders.image):
             if isinstance(module, torch.nn.Module):
                 module.to(device)
-        items = [{"id": i, **encode_clip(f, c, encoders, self._dtype)}
+        items = [{"id": i, "caption": c, **encode_clip(f, c, encoders, self._dtype)}
                  for i, f, c in zip(batch["id"], batch["frames"], batch["caption"])]
         return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in collate_videos(items).items()}

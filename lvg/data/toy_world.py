@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from lvg.data.video_io import write_video
+from lvg.media import write_video
 from lvg.io import atomic_write_text
 from lvg.toy_scene import BACKGROUNDS, COLOURS, PILLAR_RGB, SHAPES, TEXTURE_RANGE, shape_mask, texture_grid
 

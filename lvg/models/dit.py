@@ -20,6 +20,8 @@ h heads, d head dim.
 from __future__ import annotations
 
 import math
+import warnings
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -29,6 +31,7 @@ from torch.utils.checkpoint import checkpoint
 
 from lvg.config import DiTConfig
 from lvg.models.rope import Rope, apply_rope, pad_to_multiple, pool_rope, rope_grid
+from lvg.models.weights import WEIGHTS_HINT, check_state_dict, read_dit_checkpoint, summary
 
 HISTORY_KERNELS: dict[str, tuple[int, int, int]] = {"1x": (1, 2, 2), "2x": (2, 4, 4), "4x": (4, 8, 8)}
 """Conv3d kernel (= stride) of each history embedder, in latent frames/pixels."""
@@ -372,11 +375,45 @@ class PackedDiT(nn.Module):
         nn.init.zeros_(self.proj_out.bias)
 
     @classmethod
-    def from_pretrained(cls, source: str, **kwargs) -> PackedDiT:
-        """Load FramePack(-F1) weights; see :func:`lvg.models.weights.load_dit`."""
-        from lvg.models.weights import load_dit
+    def from_pretrained(
+        cls,
+        source: str | Path,
+        *,
+        config: DiTConfig | str | None = None,
+        subfolder: str | None = None,
+        strict: bool = True,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str = "cpu",
+    ) -> PackedDiT:
+        """Build the model and load a FramePack(-F1) / diffusers checkpoint into it.
 
-        return load_dit(source, **kwargs)
+        Args:
+            source: checkpoint directory, single ``.safetensors`` file, or hub id.
+            config: a :class:`DiTConfig` or preset name; default: the checkpoint's ``config.json``.
+            subfolder: folder inside ``source`` holding the transformer (e.g. ``transformer``).
+            strict: every parameter must be in the checkpoint and nothing else may be.
+            dtype: cast floating tensors (e.g. ``torch.bfloat16``); default keeps the checkpoint's.
+            device: where the loaded model lives.
+        """
+        path, config, state = read_dit_checkpoint(source, config=config, subfolder=subfolder, dtype=dtype)
+        if strict:
+            with torch.device("meta"):
+                model = cls(config)
+            check_state_dict(model.state_dict(), state, str(path), f"PackedDiT({config})", hint=WEIGHTS_HINT)
+            model.load_state_dict(state, strict=True, assign=True)
+        else:
+            model = cls(config)
+            check_state_dict(model.state_dict(), state, str(path), f"PackedDiT({config})", strict=False, hint=WEIGHTS_HINT)
+            result = model.load_state_dict(state, strict=False)
+            if result.missing_keys or result.unexpected_keys:
+                warnings.warn(
+                    f"{path}: non-strict load; kept initial values for missing keys {summary(result.missing_keys)}, "
+                    f"ignored unexpected keys {summary(result.unexpected_keys)}.",
+                    stacklevel=2,
+                )
+            if dtype is not None:
+                model.to(dtype)
+        return model.to(device)
 
     # --- inputs --------------------------------------------------------------------------------
 

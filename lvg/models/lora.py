@@ -200,43 +200,11 @@ def save_lora(model: nn.Module, path: str | Path, dtype: torch.dtype | None = No
     state = lora_state_dict(model)
     if dtype is not None:
         state = {k: v if k.endswith(".alpha") else v.to(dtype) for k, v in state.items()}
-    return _write(state, path)
+    return write_lora(state, path)
 
 
-def export_checkpoint_lora(checkpoint: str | Path, out: str | Path, dtype: torch.dtype | None = None) -> Path:
-    """Write the adapters of a LoRA stage checkpoint as a musubi-tuner/kohya FramePack LoRA, without building
-    the model (only the checkpoint's tensors are read).
-
-    Args:
-        checkpoint: a stage ``.ckpt`` or sharded checkpoint directory of a run with ``lora:`` set.
-        out: output ``.safetensors``.
-        dtype: cast the A/B matrices (e.g. ``torch.bfloat16``).
-    """
-    import lvg.training.base  # noqa: F401  (registers the stage hyper-parameter classes for weights-only loading)
-    from lvg.training.parallel import read_checkpoint
-
-    ckpt = read_checkpoint(checkpoint, weights=lambda name: name.endswith((".lora_down.weight", ".lora_up.weight")))
-    lora = ckpt.get("hyper_parameters", {}).get("lora")
-    if lora is None:
-        raise ValueError(f"{checkpoint} was not trained with LoRA (its hyper-parameters have no `lora`).")
-    alpha = float(lora["alpha"] if isinstance(lora, dict) else lora.alpha)
-    layers: dict[str, dict[str, Tensor]] = {}
-    for key, tensor in ckpt["state_dict"].items():
-        for field in ("lora_down", "lora_up"):
-            suffix = f".{field}.weight"
-            if key.startswith("dit.") and key.endswith(suffix):
-                layers.setdefault(key.removeprefix("dit.").removesuffix(suffix), {})[field] = tensor
-    if not layers:
-        raise ValueError(f"{checkpoint} holds no LoRA tensors (dit.<path>.lora_down.weight).")
-    state = {}
-    for path, tensors in layers.items():
-        for field, tensor in tensors.items():
-            state[f"{kohya_name(path)}.{field}.weight"] = (tensor.to(dtype) if dtype else tensor).contiguous()
-        state[f"{kohya_name(path)}.alpha"] = torch.tensor(alpha)
-    return _write(state, out)
-
-
-def _write(state: dict[str, Tensor], path: str | Path) -> Path:
+def write_lora(state: dict[str, Tensor], path: str | Path) -> Path:
+    """Write kohya-named LoRA tensors (``<name>.lora_down/up.weight``, ``<name>.alpha``) with musubi-tuner's metadata."""
     ranks = {v.shape[0] for k, v in state.items() if k.endswith(".lora_down.weight")}
     alphas = {float(v) for k, v in state.items() if k.endswith(".alpha")}
     metadata = {"ss_network_module": "networks.lora_framepack", "ss_network_dim": str(max(ranks)),
@@ -244,23 +212,6 @@ def _write(state: dict[str, Tensor], path: str | Path) -> Path:
     with atomic_path(path, suffix=".safetensors") as tmp:
         save_file(state, str(tmp), metadata=metadata)
     return Path(path)
-
-
-def export_main(argv: list[str]) -> None:
-    """``lvg export-lora CHECKPOINT OUT [--dtype bfloat16]``."""
-    from jsonargparse import ArgumentParser
-
-    parser = ArgumentParser(prog="lvg export-lora", description="Write the LoRA adapters of a stage checkpoint as "
-                            "a musubi-tuner/kohya FramePack LoRA (.safetensors) for FramePack tools.")
-    parser.add_argument("checkpoint", type=str, help="stage .ckpt file or sharded checkpoint directory")
-    parser.add_argument("out", type=str, help="output .safetensors file")
-    parser.add_argument("--dtype", type=str | None, default=None, help="cast A/B, e.g. bfloat16 (default: keep)")
-    cfg = parser.parse_args(argv)
-    dtypes = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-    if cfg.dtype is not None and cfg.dtype not in dtypes:
-        raise ValueError(f"--dtype must be one of {sorted(dtypes)}, got {cfg.dtype!r}.")
-    path = export_checkpoint_lora(cfg.checkpoint, cfg.out, dtypes.get(cfg.dtype))
-    print(f"wrote {path}")
 
 
 def _from_peft(state: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -16,7 +16,6 @@ never exists twice in memory.
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -24,10 +23,9 @@ import torch
 from safetensors import safe_open
 
 from lvg.config import DiTConfig
-from lvg.models.dit import PackedDiT
 
 CONFIG_NAME = "config.json"
-_HINT = (
+WEIGHTS_HINT = (
     "Is it a FramePack(-F1) packed HunyuanVideo transformer with this config? "
     "Pass the matching config (or strict=False to load a partial checkpoint)"
 )
@@ -79,7 +77,7 @@ def _resolve(source: str | Path, subfolder: str | None) -> Path:
     raise ValueError(f"Checkpoint {str(source)!r} does not exist (expected a directory, a .safetensors file or a hub id).")
 
 
-def _summary(keys: Iterable[str], limit: int = 8) -> str:
+def summary(keys: Iterable[str], limit: int = 8) -> str:
     keys = sorted(keys)
     head = ", ".join(keys[:limit])
     return f"{len(keys)} ({head}{', ...' if len(keys) > limit else ''})"
@@ -115,31 +113,28 @@ def check_state_dict(
     if mismatched:
         problems.append(f"shape mismatches {len(mismatched)}: " + "; ".join(mismatched[:8]))
     if strict and missing:
-        problems.append(f"missing keys {_summary(missing)}")
+        problems.append(f"missing keys {summary(missing)}")
     if strict and unexpected:
-        problems.append(f"unexpected keys {_summary(unexpected)}")
+        problems.append(f"unexpected keys {summary(unexpected)}")
     if problems:
         raise ValueError(f"{source} does not fit {target}: " + " | ".join(problems) + (f". {hint}" if hint else "."))
 
 
-def load_dit(
+def read_dit_checkpoint(
     source: str | Path,
     *,
     config: DiTConfig | str | None = None,
     subfolder: str | None = None,
-    strict: bool = True,
     dtype: torch.dtype | None = None,
-    device: torch.device | str = "cpu",
-) -> PackedDiT:
-    """Build a :class:`PackedDiT` and load a checkpoint into it.
+) -> tuple[Path, DiTConfig, dict[str, torch.Tensor]]:
+    """The resolved path, config and tensors of a FramePack(-F1) / diffusers transformer checkpoint
+    (:meth:`PackedDiT.from_pretrained <lvg.models.dit.PackedDiT.from_pretrained>` builds the model from them).
 
     Args:
         source: checkpoint directory, single ``.safetensors`` file, or hub id.
         config: a :class:`DiTConfig` or preset name; default: the checkpoint's ``config.json``.
         subfolder: folder inside ``source`` holding the transformer (e.g. ``transformer``).
-        strict: every parameter must be in the checkpoint and nothing else may be.
         dtype: cast floating tensors (e.g. ``torch.bfloat16``); default keeps the checkpoint's.
-        device: where the loaded model lives.
     """
     path = _resolve(source, subfolder)
     files = [path] if path.is_file() else _weight_files(path)
@@ -150,22 +145,4 @@ def load_dit(
         if not config_path.is_file():
             raise ValueError(f"{path}: no {CONFIG_NAME} found; pass config= (a DiTConfig or preset name).")
         config = _read_config(config_path)
-    state = load_state_dict(files, dtype)
-    if strict:
-        with torch.device("meta"):
-            model = PackedDiT(config)
-        check_state_dict(model.state_dict(), state, str(path), f"PackedDiT({config})", hint=_HINT)
-        model.load_state_dict(state, strict=True, assign=True)
-    else:
-        model = PackedDiT(config)
-        check_state_dict(model.state_dict(), state, str(path), f"PackedDiT({config})", strict=False, hint=_HINT)
-        result = model.load_state_dict(state, strict=False)
-        if result.missing_keys or result.unexpected_keys:
-            warnings.warn(
-                f"{path}: non-strict load; kept initial values for missing keys {_summary(result.missing_keys)}, "
-                f"ignored unexpected keys {_summary(result.unexpected_keys)}.",
-                stacklevel=2,
-            )
-        if dtype is not None:
-            model.to(dtype)
-    return model.to(device)
+    return path, config, load_state_dict(files, dtype)

@@ -1,4 +1,5 @@
-"""Samplers over the flow convention (and, later, the long-video pipeline)."""
+"""Generation over the flow convention: samplers (``samplers``), the section-by-section long-video pipeline
+(``pipeline``), block offload (``offload``) and TeaCache (``teacache``)."""
 
 from lvg.sampling.samplers import euler_sample
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -28,7 +29,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lvg import flow
-from lvg.data.video_io import VideoWriter
+from lvg.media import VideoWriter
 from lvg.io import atomic_path, atomic_write_text
 from lvg.models.dit import PackedDiT
 from lvg.models.encoders import Encoders, VideoCodec
@@ -36,8 +37,10 @@ from lvg.models.memory_pack import MemoryPackConfig, MemoryPackState
 from lvg.models.semantic_pack import SemanticPack
 from lvg.sampling import teacache
 from lvg.sampling.offload import enable_block_offload
-from lvg.sampling.prompts import PromptSchedule
+from lvg.prompts import PromptSchedule
 from lvg.sampling.samplers import cfg_velocity, sample
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,10 @@ class LongVideoPipeline:
     def frames_per_section(self) -> int:
         return self.memory_pack.window * self.encoders.codec.temporal_factor
 
+    def section_start(self, n: int, fps: float) -> float:
+        """Seconds at which section ``n`` starts (its first frame; frame 0 is the start image)."""
+        return (1 + n * self.frames_per_section()) / fps
+
     def sections_for(self, seconds: float, fps: float) -> int:
         """Sections needed for ``seconds`` of video at ``fps`` (at least one)."""
         return max(1, round(seconds * fps / self.frames_per_section()))
@@ -238,8 +245,7 @@ class LongVideoPipeline:
         prompts = None
         while state.section < num_sections:
             n = state.section
-            seconds = (1 + n * self.frames_per_section()) / fps  # the section's first frame
-            current = [s.at(seconds) for s in schedules]
+            current = [s.at(self.section_start(n, fps)) for s in schedules]
             if current != prompts:
                 text = self._text(current)
                 state.set_prompt(text["text"], text["text_mask"], text["pooled"], state.image)
@@ -272,6 +278,12 @@ class LongVideoPipeline:
         (see :meth:`MemoryPackState.set_end`; only models trained with end frames use it well).
         """
         schedules = [p if isinstance(p, PromptSchedule) else PromptSchedule.parse(p) for p in prompts]
+        if num_sections < 1:
+            raise ValueError(f"num_sections must be >= 1, got {num_sections}.")
+        starts = [self.section_start(n, fps) for n in range(num_sections)]
+        for schedule in schedules:
+            for reason in schedule.unused(starts):  # likely a timestamp past the video's end
+                log.warning("Prompt schedule: %s", reason)
         if images.ndim != 4 or images.dtype != torch.uint8 or images.shape[0] != len(schedules):
             raise ValueError(
                 f"images must be uint8 (B, 3, H, W) with one image per prompt ({len(schedules)}), "

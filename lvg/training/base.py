@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import zipfile
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -38,10 +39,11 @@ from torch import Tensor
 from lvg import flow
 from lvg.config import DiTConfig
 from lvg.models.dit import PackedDiT
+from lvg.models.encoders import Encoders
 from lvg.models.lora import LoRAConfig, LoRALinear, apply_lora
 from lvg.models.memory_pack import MemoryPackConfig, MemoryPackState
 from lvg.models.semantic_pack import SemanticPack, SemanticPackConfig
-from lvg.models.weights import check_state_dict, load_dit, load_state_dict
+from lvg.models.weights import check_state_dict, load_state_dict
 from lvg.sampling.offload import enable_block_offload
 from lvg.sampling.pipeline import LongVideoPipeline, SamplingConfig
 from lvg.training import parallel
@@ -51,6 +53,28 @@ from lvg.training import parallel
 torch.serialization.add_safe_globals(
     [MemoryPackConfig, SemanticPackConfig, flow.SigmaSampling, SamplingConfig, LoRAConfig]
 )
+
+
+def read_weights(path: Path, argument: str, *, mmap: bool = False) -> dict[str, Tensor]:
+    """The state dict of a stage checkpoint (``.ckpt``, weights only) or a ``.safetensors`` export.
+
+    A file that does not load (a truncated download, a text file) is a ValueError naming ``argument``
+    and the file, instead of torch's zip-reader traceback. ``mmap`` maps a checkpoint's tensors
+    instead of reading them: a cheap check that a large checkpoint loads.
+    """
+    def refused(reason: str) -> ValueError:
+        return ValueError(f"{argument}: {path} is damaged or not a checkpoint ({reason}); "
+                          "pass a stage checkpoint (.ckpt) or .safetensors file.")
+
+    if path.suffix != ".safetensors" and not zipfile.is_zipfile(path):  # torch's own errors here are cryptic
+        raise refused("torch checkpoints are zip archives and this file is not one: truncated, or another format")
+    try:
+        if path.suffix == ".safetensors":
+            return load_state_dict([path])
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap).get("state_dict", {})
+    except Exception as err:  # noqa: BLE001 -- damaged files raise RuntimeError, UnpicklingError, EOFError, ...
+        raise refused(str(err).strip().split(". ")[0] or type(err).__name__) from err
+
 
 TRAINABLE_GROUPS: dict[str, tuple[str, ...]] = {
     "all": ("",),
@@ -143,7 +167,7 @@ class StageModule(L.LightningModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         config = DiTConfig.from_name(dit, **(dit_overrides or {}))
-        self.dit = load_dit(pretrained, config=config) if pretrained else PackedDiT(config)
+        self.dit = PackedDiT.from_pretrained(pretrained, config=config) if pretrained else PackedDiT(config)
         self.dit.gradient_checkpointing = gradient_checkpointing
         if lora is not None:  # before init_from, so a LoRA run's checkpoint loads into the same structure
             apply_lora(self.dit, lora)
@@ -170,10 +194,8 @@ class StageModule(L.LightningModule):
         sharded = parallel.is_sharded_checkpoint(file)  # an FSDP run's checkpoint directory
         if sharded:
             state = parallel.sharded_weights(file)  # shapes only; read in place below, after the check
-        elif file.suffix == ".safetensors":
-            state = load_state_dict([file])
         else:
-            state = torch.load(file, map_location="cpu", weights_only=True).get("state_dict", {})
+            state = read_weights(file, argument)
         check_state_dict(
             self.state_dict(), state, f"{argument} {path}", f"{type(self).__name__}({self.hparams.dit})",
             hint="Was it trained with the same dit / dit_overrides / semantic_pack settings?",
@@ -272,6 +294,12 @@ class StageModule(L.LightningModule):
             logger.log_metrics(counts, step=self.global_step)
 
     # --- the section loop ------------------------------------------------------------------------
+
+    def pipeline(self, encoders: Encoders, sampling: SamplingConfig | None = None) -> LongVideoPipeline:
+        """The generation pipeline of this stage's model (``lvg generate``, ``lvg test`` / ``predict``, the sample
+        logger): its DiT, MemoryPack and SemanticPack, and its sampler settings unless ``sampling`` replaces them."""
+        return LongVideoPipeline(self.dit, self.memory_pack_config, encoders, self.semantic_pack,
+                                 sampling or self.sampling_config, device=self.device)
 
     def new_state(self, batch: dict[str, Any]) -> MemoryPackState:
         return MemoryPackState(
@@ -469,8 +497,7 @@ class StageModule(L.LightningModule):
         encoders = getattr(self.trainer.datamodule, "encoders", lambda: None)()
         if encoders is None:
             raise ValueError("the datamodule does not name its encoders (codec, text, image); lvg cannot generate.")
-        pipeline = LongVideoPipeline(self.dit, self.memory_pack_config, encoders, self.semantic_pack,
-                                     self.sampling_config, device=self.device)
+        pipeline = self.pipeline(encoders)
         lengths = [n if n is not None else pipeline.sections_for(s, self.hparams.fps)
                    for n, s in zip(batch["sections"], batch["seconds"])]
         seeds = [self.hparams.seed + int(i) for i in batch["index"]]

@@ -39,14 +39,14 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 
+from lvg.config import DTYPES
+
 if TYPE_CHECKING:
     from lvg.training.base import StageModule
 
 # SingleStreamBlock returns views of its joint sequence (video, conditioning); FSDP2 warns that an in-place
 # op on such a view would skip its pre-backward hook. PackedDiT only consumes block outputs out of place.
 warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module \(FSDPSingleStreamBlock\) returned a view tensor")
-
-DTYPES: dict[str, torch.dtype] = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
 class FSDPStrategy(ModelParallelStrategy):
