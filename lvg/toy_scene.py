@@ -21,6 +21,10 @@ TEXTURE_RANGE = (0.6, 1.0)
 equal a sprite colour, so a pixel's colour says whether a sprite is drawn there."""
 
 
+SHAPE_REACH = 1.08
+"""Farthest a shape's pixels reach sideways from its centre, in radii (the triangle's base: 0.6 x 1.8)."""
+
+
 def texture_grid(size: int) -> int:
     """Cell of the background's value-noise grid in pixels for frames of ``size`` pixels."""
     return max(4, size // 8)

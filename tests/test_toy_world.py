@@ -1,5 +1,6 @@
-"""The embedded toy world: determinism, ground truth vs pixels, scripted events, files on disk."""
+"""The embedded toy world: determinism, ground truth vs pixels, scripted events, files on disk; the memory world."""
 
+import hashlib
 import json
 import time
 
@@ -9,19 +10,38 @@ import pytest
 from lvg.data.toy_world import (
     COLOURS,
     PILLAR_RGB,
+    ContextSpan,
     ToyWorldConfig,
     generate_toy_world,
+    memory_min_seconds,
     render_video,
     sample_video_spec,
 )
 from lvg.media import read_video, write_video
 
 CONFIG = ToyWorldConfig()  # the default dataset: the guarantees below are about it
+MEMORY = ToyWorldConfig.memory()  # the memory world with the toy recipes' context (window 9, history 16/2/1)
+DEFAULT_WORLD_SHA256 = "0ae475d2d839a8d7d3f3ee959d7d38aeb644d856d1ed97bf799969cb55b2f1dd"
+"""Frames and truth JSON of the default world's 16 videos: existing toy worlds, shards and tests rely on them."""
 
 
 @pytest.fixture(scope="module")
 def rendered():
     return [render_video(sample_video_spec(CONFIG, i)) for i in range(CONFIG.num_videos)]
+
+
+@pytest.fixture(scope="module")
+def memory_rendered():
+    return [render_video(sample_video_spec(MEMORY, i)) for i in range(MEMORY.num_videos)]
+
+
+def test_default_world_is_unchanged(rendered):
+    digest = hashlib.sha256()
+    for frames, truth in rendered:
+        digest.update(frames.tobytes())
+        digest.update(json.dumps(truth).encode())
+    assert digest.hexdigest() == DEFAULT_WORLD_SHA256
+    assert all("absences" not in truth and "context" not in truth for _, truth in rendered)
 
 
 def test_deterministic_for_a_seed(rendered):
@@ -41,6 +61,10 @@ def test_truth_is_json_and_complete(rendered):
 
 
 def test_ground_truth_matches_pixels(rendered):
+    _check_truth_against_pixels(rendered)
+
+
+def _check_truth_against_pixels(rendered):
     checked = {"visible": 0, "occluded": 0, "outside": 0}
     for frames, truth in rendered:
         s, (ox0, oy0, ox1, oy1) = truth["size"], truth["occluder"]
@@ -141,6 +165,110 @@ def test_generate_writes_lossless_videos_manifest_and_is_idempotent(tmp_path, re
     with pytest.raises(ValueError, match="choose another root or delete it"):
         generate_toy_world(tmp_path, ToyWorldConfig(num_videos=2))
     assert not list(tmp_path.rglob(".*"))  # no temp files left behind
+
+
+def test_context_span_sizes_and_kinds():
+    span = ContextSpan()  # the toy recipes: window 9, history 16/2/1, PixelCodec (no temporal compression)
+    assert (span.section_frames, span.history_frames, span.frames) == (9, 19, 28)
+    assert [span.kind(n) for n in (1, 18, 19, 28, 29)] == ["short", "short", "partial", "partial", "long"]
+    vae = ContextSpan(temporal_factor=4)  # HunyuanVideo VAE: 4 video frames per latent frame
+    assert (vae.history_frames, vae.frames) == (76, 112)
+    assert ContextSpan(history=[8, 2, 1]).history == (8, 2, 1)  # YAML lists become the tuple
+    for bad, match in [({"window": 0}, "window = 0"), ({"history": (4, 2)}, "history = "),
+                       ({"temporal_factor": 0}, "temporal_factor = 0")]:
+        with pytest.raises(ValueError, match=f"ContextSpan.{match}"):
+            ContextSpan(**bad)
+
+
+def _runs(visible: list[bool]) -> list[tuple[int, int, bool]]:
+    """``(start, end, visible)`` of every maximal run of equal visibility."""
+    edges = [0, *(np.flatnonzero(np.diff(np.array(visible, dtype=int))) + 1).tolist(), len(visible)]
+    return [(a, b, visible[a]) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _check_memory_world(config: ToyWorldConfig, rendered) -> set[str]:
+    """Every video has a sprite that enters after frame 0, is in view for a section, hides briefly (inside the
+    history), is in view again, hides for longer than the context span and returns; returns the hiding places."""
+    span, places = config.context, set()
+    for frames, truth in rendered:
+        assert truth["context"]["span_frames"] == span.frames
+        assert truth["context"]["history_frames"] == span.history_frames
+        (k,) = [k for k, s in enumerate(truth["sprites"]) if s["role"] == "returns"]
+        sprite = truth["sprites"][k]
+        assert sprite["visible_fraction"][0] == 0.0  # not a pixel of it in the start frame
+        runs = _runs(sprite["visible"])
+        assert [v for _, _, v in runs] == [False, True, False, True, False, True], runs  # enter, short, long, return
+        in_view = runs[1::2]
+        assert min(b - a for a, b, _ in in_view) >= span.section_frames  # in view for a section each time
+        assert in_view[-1][1] == truth["num_frames"]  # back for good
+        short, long = truth["absences"]
+        assert short["kind"] == "short" and short["frames"] < span.history_frames
+        assert long["kind"] == "long" and long["frames"] > span.frames
+        for absence, (hidden, back) in zip((short, long), ((runs[2], runs[3]), (runs[4], runs[5]))):
+            assert absence["sprite"] == k
+            assert absence["hidden"] == list(hidden[:2]) and absence["back"] == list(back[:2])
+            assert absence["frames"] == hidden[1] - hidden[0]
+            places.add(absence["where"])
+        x = np.array(sprite["x"][long["hidden"][0]:long["hidden"][1]])
+        assert ((x < 0) | (x >= truth["size"])).any() == (long["where"] == "off_frame")
+        assert len(truth["absences"]) == 2  # wanderers' incidental occlusions are not labelled
+        wanderers = [s for s in truth["sprites"] if s["role"] == "wanders"]
+        assert wanderers and all(s["visible"][0] and s["visible"][-1] for s in wanderers)  # start and end in view
+    return places
+
+
+def test_memory_world_hides_a_late_sprite_beyond_the_context(memory_rendered):
+    assert _check_memory_world(MEMORY, memory_rendered) == {"pillar", "off_frame"}
+    _check_truth_against_pixels(memory_rendered)
+
+
+@pytest.mark.parametrize("config", [
+    ToyWorldConfig.memory(num_videos=3, occluder=False, seed=2),
+    ToyWorldConfig.memory(num_videos=3, size=64, max_sprites=4, seed=5),
+    ToyWorldConfig.memory(num_videos=3, fps=12, context=ContextSpan(window=4, history=(8, 2, 1)), seed=9),
+    ToyWorldConfig.memory(num_videos=2, context=ContextSpan(window=9, history=(16, 2, 1), temporal_factor=2)),
+], ids=["no_pillar", "size64", "small_context_fps12", "temporal2"])
+def test_memory_world_follows_its_context(config):
+    """The script is a function of the context span: other spans, frame rates and sizes keep every guarantee."""
+    rendered = [render_video(sample_video_spec(config, i)) for i in range(config.num_videos)]
+    places = _check_memory_world(config, rendered)
+    assert places <= ({"pillar", "off_frame"} if config.occluder else {"off_frame"})
+
+
+def test_memory_world_lengths_come_from_the_context():
+    assert MEMORY.world == "memory" and MEMORY.min_seconds == memory_min_seconds(ContextSpan(), 8) == 14.625
+    assert MEMORY.max_seconds == 1.25 * MEMORY.min_seconds
+    small = ToyWorldConfig.memory(context=ContextSpan(window=4, history=(8, 2, 1)))
+    assert small.min_seconds < MEMORY.min_seconds
+    assert ToyWorldConfig.memory(min_seconds=20.0, max_seconds=22.0).min_seconds == 20.0
+    with pytest.raises(ValueError, match=r"ToyWorldConfig.min_seconds = 6.0 is too short for the memory world.*"
+                                         r"28-frame context.*>= 14.625 s at 8 fps"):
+        ToyWorldConfig(world="memory")
+    with pytest.raises(ValueError, match="ToyWorldConfig.world = 'mem' must be 'default' or 'memory'"):
+        ToyWorldConfig(world="mem")
+    for i in range(4):
+        spec = sample_video_spec(MEMORY, i)
+        assert len({(s.shape, s.colour) for s in spec.sprites}) == len({s.colour for s in spec.sprites})
+        assert all(f"{s.colour} {s.shape}" in spec.caption for s in spec.sprites)
+
+
+def test_generate_memory_world_and_old_stamps(tmp_path):
+    """A memory world's stamp (a nested context with a tuple) reads back as itself; a stamp written before the
+    world and context fields existed still matches the default world."""
+    memory = ToyWorldConfig.memory(num_videos=2)
+    manifest = generate_toy_world(tmp_path / "memory", memory)
+    assert generate_toy_world(tmp_path / "memory", memory) == manifest
+    truth = json.loads((tmp_path / "memory" / "truth" / "toy_0000.json").read_text())
+    assert truth == render_video(sample_video_spec(memory, 0))[1] and truth["absences"]
+    with pytest.raises(ValueError, match="choose another root or delete it"):
+        generate_toy_world(tmp_path / "memory", ToyWorldConfig.memory(num_videos=2, context=ContextSpan(window=8)))
+
+    default = ToyWorldConfig(num_videos=1, min_seconds=2.0, max_seconds=2.0)
+    generate_toy_world(tmp_path / "default", default)
+    stamp = tmp_path / "default" / "toy_world.json"
+    old = {k: v for k, v in json.loads(stamp.read_text()).items() if k not in ("world", "context")}
+    stamp.write_text(json.dumps(old))
+    generate_toy_world(tmp_path / "default", default)  # no error: the old stamp had the defaults
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,14 @@ frame for a few seconds and come back, and another hide behind the pillar for a 
 come out -- what a model without long-term memory forgets. Pixels are exact (no antialiasing),
 so the ground truth can be checked pixel by pixel, and the mp4s are lossless.
 
+The *memory world* (``ToyWorldConfig(world="memory")``, :meth:`ToyWorldConfig.memory`) tests memory
+beyond FramePack's context instead: one sprite enters after the start frame (the start latent cannot
+hold it), rests in view for more than a section, hides for a short while (inside the history: a
+control), rests again, then hides -- behind the pillar or off frame -- for longer than the whole
+context span (:class:`ContextSpan`), and returns; the other sprites wander. Its truth lists every
+such absence with its kind (``short`` / ``long``), for the ``long_recovery`` and ``short_recovery``
+truth metrics (:mod:`lvg.metrics.toy_world`).
+
 Coordinates are frame pixel coordinates: ``x`` grows to the right, ``y`` downwards, and pixel
 ``frames[t, i, j]`` has its centre at ``(x=j, y=i)``. Boxes ``[x0, y0, x1, y1]`` are integer pixel
 ranges with exclusive ends (``frames[t, y0:y1, x0:x1]``).
@@ -22,15 +30,95 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from lvg.media import write_video
 from lvg.io import atomic_write_text
-from lvg.toy_scene import BACKGROUNDS, COLOURS, PILLAR_RGB, SHAPES, TEXTURE_RANGE, shape_mask, texture_grid
+from lvg.toy_scene import (
+    BACKGROUNDS,
+    COLOURS,
+    PILLAR_RGB,
+    SHAPE_REACH,
+    SHAPES,
+    TEXTURE_RANGE,
+    shape_mask,
+    texture_grid,
+)
+
+
+@dataclass(frozen=True)
+class ContextSpan:
+    """The past that FramePack-F1's context holds while it generates a section, in video frames.
+
+    The context is the start latent, the 4x/2x/1x history slots and the section's own window. The
+    memory world scripts its absences against it and its truth labels each absence of ``L`` hidden
+    frames: ``short`` when ``L < history_frames`` (a visible frame lies in the history wherever the
+    section boundaries fall), ``long`` when ``L > frames`` (history plus window: no section that
+    generates the return sees the sprite -- the start frame does not show it either, since the sprite
+    enters later), ``partial`` in between (it depends on where the sections fall). With the
+    HunyuanVideo VAE a section decodes to ``4 window - 3`` frames, so ``window x 4`` over-counts it
+    slightly: ``long`` stays beyond the context.
+    """
+
+    window: int = 9
+    """Latent frames generated per section (``MemoryPackConfig.window``; the toy recipes use 9)."""
+    history: tuple[int, int, int] = (16, 2, 1)
+    """Latent frames of the 4x, 2x and 1x history slots (``MemoryPackConfig.history_sizes``)."""
+    temporal_factor: int = 1
+    """Video frames per latent frame (PixelCodec, the toy's codec: 1; the HunyuanVideo VAE: 4)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "history", tuple(self.history))  # YAML and JSON give lists
+        if self.window < 1:
+            raise ValueError(f"ContextSpan.window = {self.window} must be >= 1.")
+        if len(self.history) != 3 or min(self.history) < 1:
+            raise ValueError(f"ContextSpan.history = {self.history} must be three positive ints (4x, 2x, 1x).")
+        if self.temporal_factor < 1:
+            raise ValueError(f"ContextSpan.temporal_factor = {self.temporal_factor} must be >= 1.")
+
+    @property
+    def section_frames(self) -> int:
+        return self.window * self.temporal_factor
+
+    @property
+    def history_frames(self) -> int:
+        return sum(self.history) * self.temporal_factor
+
+    @property
+    def frames(self) -> int:
+        """History plus window: an absence longer than this is beyond the context."""
+        return self.history_frames + self.section_frames
+
+    def kind(self, hidden_frames: int) -> str:
+        """``short``, ``long`` or ``partial`` for an absence of ``hidden_frames`` (see the class docstring)."""
+        if hidden_frames < self.history_frames:
+            return "short"
+        return "long" if hidden_frames > self.frames else "partial"
+
+
+def _memory_beats(context: ContextSpan) -> tuple[float, float, float, float]:
+    """Frames of each beat of the memory world's script: ``move`` (between a resting and a hiding
+    place), ``rest`` (in view), ``short`` and ``long`` (wholly hidden).
+
+    A sprite is under half visible for at most ~60 % of a move (leaving from next to the frame's edge:
+    it is half visible when its centre crosses the edge, 65 % of the way, which smoothstep easing
+    reaches at 40 % of the time), so a short absence lasts under ``short + 1.2 move = 0.85`` of the
+    history whatever the section length; ``rest`` keeps the sprite in view for a section and more;
+    ``long`` alone already exceeds the context span.
+    """
+    move = max(2.0, context.history_frames / 2)
+    return move, context.section_frames + 2.0, context.history_frames / 4, context.frames + 2.0
+
+
+def memory_min_seconds(context: ContextSpan, fps: int) -> float:
+    """Shortest video (``min_seconds``) of the memory world: its script fits up to the last frame."""
+    move, rest, short, long = _memory_beats(context)
+    return (math.ceil(5 * move + 3 * rest + short + long) + 1) / fps
 
 
 @dataclass(frozen=True)
@@ -55,8 +143,22 @@ class ToyWorldConfig:
     """Draw the pillar (and script a sprite to hide behind it)."""
     seed: int = 0
     """Seed of the whole dataset; video i is drawn from (seed, i)."""
+    world: Literal["default", "memory"] = "default"
+    """``default``: start sprites leave and hide for a few seconds. ``memory``: a sprite enters after the
+    start frame, hides briefly (a control) and then beyond ``context``, and returns (module docstring);
+    its videos last at least :func:`memory_min_seconds` (:meth:`memory` picks the durations)."""
+    context: ContextSpan = ContextSpan()
+    """The model's context the memory world's absences are measured against (unused by ``default``)."""
+
+    @classmethod
+    def memory(cls, **overrides: Any) -> ToyWorldConfig:
+        """The memory world with videos from its shortest length up to 25 % longer; any field overridden by keyword."""
+        shortest = memory_min_seconds(overrides.get("context", ContextSpan()), overrides.get("fps", cls.fps))
+        return cls(**{"world": "memory", "min_seconds": shortest, "max_seconds": 1.25 * shortest, **overrides})
 
     def __post_init__(self) -> None:
+        if self.world not in ("default", "memory"):
+            raise ValueError(f"ToyWorldConfig.world = {self.world!r} must be 'default' or 'memory'.")
         checks = [
             ("num_videos", self.num_videos >= 1, "must be >= 1"),
             ("min_seconds", self.min_seconds >= 2.0, "must be >= 2 (room to leave and come back)"),
@@ -66,6 +168,13 @@ class ToyWorldConfig:
             ("min_sprites", self.min_sprites >= 2, "must be >= 2"),
             ("max_sprites", self.min_sprites <= self.max_sprites <= len(COLOURS), "must be in [min_sprites, 8]"),
         ]
+        if self.world == "memory":
+            shortest = memory_min_seconds(self.context, self.fps)
+            checks.append(("min_seconds", self.min_seconds >= shortest,
+                           f"is too short for the memory world: its script (enter, rest, short absence, rest, "
+                           f"absence beyond the {self.context.frames}-frame context, return, rest) needs "
+                           f">= {shortest:g} s at {self.fps} fps; set min_seconds >= {shortest:g} or use "
+                           "ToyWorldConfig.memory()"))
         for name, ok, rule in checks:
             if not ok:
                 raise ValueError(f"ToyWorldConfig.{name} = {getattr(self, name)} {rule}.")
@@ -84,7 +193,8 @@ class SpriteSpec:
     keyframes: list[tuple[float, float, float]]
     """``(time s, x px, y px)`` in screen coordinates, times increasing; eased in between."""
     role: str
-    """``leaves`` (the frame, then returns), ``hides`` (behind the pillar, then returns) or ``wanders``."""
+    """``leaves`` (the frame, then returns), ``hides`` (behind the pillar, then returns), ``wanders``, or, in the
+    memory world, ``returns`` (enters after the start frame, hides briefly, hides beyond the context, returns)."""
 
 
 @dataclass
@@ -103,6 +213,9 @@ class VideoSpec:
     occluder: tuple[int, int] | None
     """Pillar columns ``[x0, x1)`` spanning the full frame height, or None."""
     sprites: list[SpriteSpec]
+    context: ContextSpan | None = None
+    """The span the truth labels absences against (the memory world); None: no absence labels, so the
+    default world's truth stays what it always was."""
 
     @property
     def caption(self) -> str:
@@ -122,6 +235,45 @@ class VideoSpec:
         }
 
 
+@dataclass
+class _Stage:
+    """Where a video's sprites may go: the frame, the pillar, and the video's random stream."""
+
+    rng: np.random.Generator
+    size: int
+    radius: int
+    occluder: tuple[int, int] | None
+
+    def inside(self) -> tuple[float, float]:
+        lo, hi = self.radius + 1, self.size - self.radius - 2
+        return float(self.rng.uniform(lo, hi)), float(self.rng.uniform(lo, hi))
+
+    def spot(self, avoid: list[tuple[float, float]]) -> tuple[float, float]:
+        """A resting place clear of the pillar and at least a sprite apart from ``avoid``."""
+        r, occluder = self.radius, self.occluder
+        x, y = self.inside()
+        for _ in range(200):
+            clear_of_pillar = occluder is None or x + r < occluder[0] - 1 or x - r > occluder[1]
+            if clear_of_pillar and all(abs(x - ax) + abs(y - ay) > 3 * r for ax, ay in avoid):
+                break
+            x, y = self.inside()
+        return x, y
+
+    def beside(self, side: int) -> tuple[float, float]:
+        """A resting place on one side (-1 left, 1 right) of the pillar (of the frame's middle without
+        one), where every shape is wholly in view, a pixel clear of the pillar and of the frame's border
+        (so the truth metrics see it whole); leaving the frame on that side never passes behind the pillar."""
+        r, size, reach = self.radius, self.size, SHAPE_REACH * self.radius
+        x0, x1 = self.occluder or (size // 2, size // 2)
+        gap = 1 if self.occluder else 0
+        lo, hi = (reach + 1, x0 - gap - reach) if side < 0 else (x1 + reach + gap, size - reach - 2)
+        return float(self.rng.uniform(lo, hi)), float(self.rng.uniform(r + 1, size - r - 2))
+
+    def off_frame(self, side: int) -> float:
+        """A centre column just wholly outside the frame on ``side``."""
+        return float(self.size + 2 * self.radius + 2) if side > 0 else -float(2 * self.radius + 2)
+
+
 def sample_video_spec(config: ToyWorldConfig, index: int) -> VideoSpec:
     """The scripted scene of video ``index`` (deterministic in ``(config.seed, index)``)."""
     rng = np.random.default_rng([config.seed, index])
@@ -136,31 +288,37 @@ def sample_video_spec(config: ToyWorldConfig, index: int) -> VideoSpec:
     pillar_w = int(2.5 * radius) + 2  # wider than any sprite: one hides completely behind it
     pillar_x = int(rng.integers(size // 3, 2 * size // 3 - pillar_w + 1))
     occluder = (pillar_x, pillar_x + pillar_w) if config.occluder else None
+    stage = _Stage(rng, size, radius, occluder)
+    if config.world == "memory":
+        paths = _memory_paths(stage, config.context, count, duration, fps)
+    else:
+        paths = _default_paths(stage, count, duration)
+    sprites = [SpriteSpec(str(shapes[k]), str(colours[k]), radius, keys, role) for k, (keys, role) in enumerate(paths)]
+    return VideoSpec(
+        id=f"toy_{index:04d}", num_frames=num_frames, fps=fps, size=size,
+        background=str(rng.choice(list(BACKGROUNDS))), texture_seed=int(rng.integers(2**31)),
+        pan_px_per_s=float(rng.choice([-1, 1]) * rng.uniform(1.0, 3.0)), occluder=occluder, sprites=sprites,
+        context=config.context if config.world == "memory" else None,
+    )
 
-    def inside() -> tuple[float, float]:
-        return float(rng.uniform(radius + 1, size - radius - 2)), float(rng.uniform(radius + 1, size - radius - 2))
 
-    def spot(avoid: list[tuple[float, float]]) -> tuple[float, float]:
-        """A resting place clear of the pillar and at least a sprite apart from ``avoid``."""
-        x, y = inside()
-        for _ in range(200):
-            clear_of_pillar = occluder is None or x + radius < occluder[0] - 1 or x - radius > occluder[1]
-            if clear_of_pillar and all(abs(x - ax) + abs(y - ay) > 3 * radius for ax, ay in avoid):
-                break
-            x, y = inside()
-        return x, y
+Keyframes = list[tuple[float, float, float]]
 
+
+def _default_paths(stage: _Stage, count: int, duration: float) -> list[tuple[Keyframes, str]]:
+    """Keyframes and role of each sprite of the default world: one leaves the frame, one hides behind the pillar."""
+    rng, size, radius, occluder = stage.rng, stage.size, stage.radius, stage.occluder
     # Event windows scale with the video and always fit in it: travel away during the first
     # ~20 %, stay away for max(2.25 s, 30 %) (capped at 45 % so short videos keep their return),
     # travel back in <= 1 s and rest visibly until the end.
     gone = min(max(2.25, 0.3 * duration), 0.45 * duration)
     back = min(1.0, 0.15 * duration)
-    sprites, rests = [], []
+    paths, rests = [], []
     for k in range(count):
         role = "leaves" if k == 0 else "hides" if k == 1 and occluder else "wanders"
-        a = spot(rests)
+        a = stage.spot(rests)
         rests.append(a)
-        b = spot(rests)
+        b = stage.spot(rests)
         rests.append(b)
         if role == "leaves":
             side = float(rng.choice([-1, 1]))
@@ -176,13 +334,56 @@ def sample_video_spec(config: ToyWorldConfig, index: int) -> VideoSpec:
             keys = [(0.0, *a), (t_in, centre, y), (t_in + gone, centre, y), (t_in + gone + back, *b),
                     (duration, *b)]
         else:
-            keys = [(float(t), *inside()) for t in np.linspace(0.0, duration, 4)]
-        sprites.append(SpriteSpec(str(shapes[k]), str(colours[k]), radius, keys, role))
-    return VideoSpec(
-        id=f"toy_{index:04d}", num_frames=num_frames, fps=fps, size=size,
-        background=str(rng.choice(list(BACKGROUNDS))), texture_seed=int(rng.integers(2**31)),
-        pan_px_per_s=float(rng.choice([-1, 1]) * rng.uniform(1.0, 3.0)), occluder=occluder, sprites=sprites,
-    )
+            keys = [(float(t), *stage.inside()) for t in np.linspace(0.0, duration, 4)]
+        paths.append((keys, role))
+    return paths
+
+
+def _memory_paths(
+    stage: _Stage, context: ContextSpan, count: int, duration: float, fps: int
+) -> list[tuple[Keyframes, str]]:
+    """Keyframes and role of each sprite of the memory world: sprite 0 ``returns`` (module docstring), the
+    others wander.
+
+    Sprite 0 starts wholly off frame, enters to rest in view, hides (behind the pillar or off frame,
+    each drawn at random) for a ``short`` stay, rests in view, hides for a ``long`` stay and rests in
+    view until the end; spare time lengthens the three rests equally. It leaves the frame only on the
+    side it rests on, so no move crosses the pillar (which would add an absence of its own). The
+    wanderers pass between four keyframes like the default world's.
+    """
+    rng, radius, occluder = stage.rng, stage.radius, stage.occluder
+    move, rest, short, long = (beat / fps for beat in _memory_beats(context))
+    rest += (duration - (5 * move + 3 * rest + short + long)) / 3
+    assert rest * fps >= context.section_frames, "ToyWorldConfig validates min_seconds against the script"
+
+    def y() -> float:
+        return float(rng.uniform(radius + 1, stage.size - radius - 2))
+
+    side = int(rng.choice([-1, 1]))
+    here = stage.beside(side)
+    keys, t = [(0.0, stage.off_frame(side), y()), (move, *here)], move
+    for stay in (short, long):
+        t += rest
+        keys.append((t, *here))
+        if occluder is not None and rng.random() < 0.5:
+            hide, side = ((occluder[0] + occluder[1] - 1) / 2, y()), int(rng.choice([-1, 1]))
+        else:
+            hide = (stage.off_frame(side), y())
+        keys += [(t + move, *hide), (t + move + stay, *hide)]
+        t += 2 * move + stay
+        here = stage.beside(side)
+        keys.append((t, *here))
+    keys.append((duration, *here))
+    # Wanderers start and end in view, clear of the pillar, of each other and of sprite 0's last rest (it is
+    # drawn over them), so the start frame shows them all and the identity score can find them all at the end.
+    firsts, lasts, wanderers = [], [here], []
+    for _ in range(count - 1):
+        first, last = stage.spot(firsts), stage.spot(lasts)
+        firsts.append(first)
+        lasts.append(last)
+        t_mid = np.linspace(0.0, duration, 4)[1:3]
+        wanderers.append(([(0.0, *first), *[(float(t), *stage.inside()) for t in t_mid], (duration, *last)], "wanders"))
+    return [(keys, "returns"), *wanderers]
 
 
 def _path(keyframes: list[tuple[float, float, float]], times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -235,6 +436,12 @@ def render_video(spec: VideoSpec) -> tuple[np.ndarray, dict[str, Any]]:
     ``visible_fraction >= 0.5``, and ``bbox`` = box of the whole sprite (hidden parts included)
     clipped to the frame, None when no part of it is inside the frame. Also per frame: the camera
     offset (world column of the frame's left edge) and the occluder box.
+
+    With a ``spec.context`` (the memory world) also ``context`` (its sizes in frames) and
+    ``absences``: every run of frames in which a scripted sprite (any role but ``wanders``) is not
+    visible between two visible runs, as ``{"sprite": k, "hidden": [b, c], "back": [c, e], "frames":
+    c - b, "kind": short | long | partial (ContextSpan.kind), "where": pillar | off_frame}`` --
+    hidden in frames ``[b, c)``, visible again in ``[c, e)``.
     """
     s, t = spec.size, spec.num_frames
     times = np.arange(t) / spec.fps
@@ -278,7 +485,38 @@ def render_video(spec: VideoSpec) -> tuple[np.ndarray, dict[str, Any]]:
         "occluder": [spec.occluder[0], 0, spec.occluder[1], s] if spec.occluder else None,
         "pillar_rgb": list(PILLAR_RGB), "sprites": sprites,
     }
+    if spec.context is not None:
+        c = spec.context
+        truth["context"] = {"window": c.window, "history": list(c.history), "temporal_factor": c.temporal_factor,
+                            "section_frames": c.section_frames, "history_frames": c.history_frames,
+                            "span_frames": c.frames}
+        truth["absences"] = _absences(spec, sprites)
     return frames, truth
+
+
+def _absences(spec: VideoSpec, sprites: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The absence labels of :func:`render_video`, read off the rendered visibility (not the script)."""
+    assert spec.context is not None
+    absences = []
+    for k, (sp, truth) in enumerate(zip(spec.sprites, sprites)):
+        if sp.role == "wanders":  # incidental occlusions are not what the world tests
+            continue
+        visible = np.array(truth["visible"])
+        bounds = [0, *(np.flatnonzero(np.diff(visible.astype(np.int8))) + 1).tolist(), len(visible)]
+        runs = list(zip(bounds[:-1], bounds[1:]))  # alternately visible and hidden
+        for (_, b), (_, c), (_, e) in zip(runs, runs[1:], runs[2:]):
+            if visible[b]:
+                continue
+            x, y = np.array(truth["x"][b:c]), np.array(truth["y"][b:c])
+            outside = (x < 0) | (x >= spec.size) | (y < 0) | (y >= spec.size)
+            absences.append({"sprite": k, "hidden": [b, c], "back": [c, e], "frames": c - b,
+                             "kind": spec.context.kind(c - b), "where": "off_frame" if outside.any() else "pillar"})
+    return absences
+
+
+def _stamp(config: ToyWorldConfig) -> dict[str, Any]:
+    """The config as its JSON stamp reads back (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
 def _is_complete(root: Path, config: ToyWorldConfig) -> bool:
@@ -295,10 +533,11 @@ def generate_toy_world(root: str | Path, config: ToyWorldConfig = ToyWorldConfig
     """
     root = Path(root)
     stamp, manifest = root / "toy_world.json", root / "manifest.jsonl"
-    wanted = dataclasses.asdict(config)
+    wanted = _stamp(config)
     if stamp.is_file():
         try:
-            existing = json.loads(stamp.read_text())
+            # A stamp written before a field existed was made with that field's default.
+            existing = {**_stamp(ToyWorldConfig()), **json.loads(stamp.read_text())}
         except (OSError, json.JSONDecodeError) as err:
             raise ValueError(f"{stamp} is unreadable ({err}); delete {root} or choose another root.") from err
         if existing != wanted:

@@ -34,6 +34,7 @@ TITLES = {
     "subject_consistency": "Subject", "background_consistency": "Background", "motion_smoothness": "Smoothness",
     "dynamic_degree": "Dynamic", "aesthetic_quality": "Aesthetic", "imaging_quality": "Imaging",
     "toy_world/identity_consistency": "Identity", "toy_world/occlusion_recovery": "Recovery",
+    "toy_world/long_recovery": "Long recovery", "toy_world/short_recovery": "Short recovery",
     "toy_world/background_stability": "Background", "toy_world/occluder_persistence": "Occluder",
     "toy_world/colour_drift": "Colour drift", "toy_world/contrast_drift": "Contrast drift",
 }
