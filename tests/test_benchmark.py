@@ -272,3 +272,37 @@ def test_lvg_test_with_a_vbench_metric_from_yaml_adds_table_1_columns(tiny_run, 
     assert Image.open(tiny_run / "vbench/plots/background_consistency.png").format == "PNG"
     checkpoint = torch.load(tiny_run / "runs/teacher_forcing/checkpoints/last.ckpt", weights_only=True)
     assert not any("visual" in k or "clip" in k.lower() for k in checkpoint["state_dict"])
+
+
+def test_gpu_check_dry_run_runs_every_check_on_the_cpu():
+    """benchmarks/gpu_check.py --dry-run: the prepared GPU check's own code at tiny size on the CPU prints one
+    JSON object in which no check failed (the CUDA tests are skipped here, or pass on a GPU machine)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).parents[1]
+    result = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--dry-run"], cwd=root, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    checks = report["checks"]
+    assert list(checks) == ["cuda_tests", "bf16_vs_fp32", "sdpa_path", "offload", "mfu", "f1_generate", "stage2_memory"]
+    assert not {name: c["error"] for name, c in checks.items() if "error" in c}
+    assert all(c["seconds"] > 0 for c in checks.values())
+    assert report["environment"]["torch"] == torch.__version__ and report["dry_run"] is True
+
+    tests = checks["cuda_tests"]
+    assert tests["returncode"] == 0 and tests["failed"] == tests["errors"] == 0
+    assert tests["passed" if torch.cuda.is_available() else "skipped"] >= 5
+    for errors in checks["bf16_vs_fp32"]["configs"].values():
+        assert 0 < errors["relative_rms"] < 0.03 and 0 < errors["max_abs_over_max_ref"] < 0.06
+    assert checks["sdpa_path"]["backends"] == ["flash (cpu)"]
+    offload = checks["offload"]
+    assert offload["identical"] and offload["resident_repeatable"] and offload["blocks"] == 4
+    assert 0 < checks["mfu"]["mfu"] < 1 and checks["mfu"]["gradient_checkpointing"]
+    generate = checks["f1_generate"]
+    assert generate["finite"] and generate["steps"] == 2 and generate["seconds_per_step"] > 0
+    assert generate["plan"].get("tokens", {}).get("video") == 736, generate["plan"]  # the same 16 x 16 section
+    stage2 = checks["stage2_memory"]
+    assert stage2["sections"] == 2 and all(math.isfinite(v) for v in stage2["losses"])
+    assert stage2["plan"].get("params_total") == stage2["parameters"], stage2["plan"]

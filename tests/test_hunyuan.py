@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-diffusers = pytest.importorskip("diffusers")
-transformers = pytest.importorskip("transformers")
-tokenizers = pytest.importorskip("tokenizers")
+pytest.importorskip("diffusers")
+pytest.importorskip("transformers")
+pytest.importorskip("tokenizers")
 
 from lvg.config import DiTConfig  # noqa: E402
 from lvg.models.dit import PackedDiT  # noqa: E402
@@ -14,40 +14,16 @@ from lvg.models.hunyuan import HunyuanTextEncoder, HunyuanVideoVAE, SiglipImageE
 from lvg.models.memory_pack import MemoryPackConfig  # noqa: E402
 from lvg.sampling.pipeline import LongVideoPipeline, SamplingConfig  # noqa: E402
 
-TEMPLATE = {"template": "system describe the video {} end", "crop_start": 4}
-WORDS = ["system", "describe", "the", "video", "end", "a", "red", "circle", "moves", "blue", "square", "slowly"]
-
-
-def word_tokenizer():
-    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", *WORDS])}
-    model = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
-    model.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=model, pad_token="[PAD]", unk_token="[UNK]")
+from hunyuan_tiny import TEMPLATE, tiny_modules  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def encoders():
-    torch.manual_seed(0)
-    vae = diffusers.AutoencoderKLHunyuanVideo(
-        in_channels=3, out_channels=3, latent_channels=4,
-        down_block_types=("HunyuanVideoDownBlock3D",) * 4, up_block_types=("HunyuanVideoUpBlock3D",) * 4,
-        block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=4, spatial_compression_ratio=8,
-        temporal_compression_ratio=4, mid_block_add_attention=True,
-    )
-    vocab = len(WORDS) + 2
-    llama = transformers.LlamaModel(transformers.LlamaConfig(
-        vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=3, num_attention_heads=2,
-        num_key_value_heads=2))
-    clip = transformers.CLIPTextModel(transformers.CLIPTextConfig(
-        vocab_size=vocab, hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
-        max_position_embeddings=77))
-    siglip = transformers.SiglipVisionModel(transformers.SiglipVisionConfig(
-        image_size=32, patch_size=8, hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2))
-    processor = transformers.SiglipImageProcessor(size={"height": 32, "width": 32})
+    m = tiny_modules()
     return Encoders(
-        codec=HunyuanVideoVAE(vae, tiling=False),
-        text=HunyuanTextEncoder(llama, word_tokenizer(), clip, word_tokenizer(), max_tokens=8, template=TEMPLATE),
-        image=SiglipImageEncoder(siglip, processor),
+        codec=HunyuanVideoVAE(m.vae, tiling=False),
+        text=HunyuanTextEncoder(m.llama, m.llama_tokenizer, m.clip, m.clip_tokenizer, max_tokens=8, template=TEMPLATE),
+        image=SiglipImageEncoder(m.siglip, m.processor),
         frame_size=(32, 32),
     )
 
