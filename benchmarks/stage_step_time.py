@@ -8,7 +8,10 @@ Forcing adds a k-step rollout per section. Reported (median step time, same run)
 * ``direct / teacher``: Direct Forcing as configured for stage 2 (output layer only) vs stage 1;
 * ``student / teacher``: Student Forcing (5 steps, all parameters) vs Teacher Forcing.
 
-    python benchmarks/stage_step_time.py [--steps 8] [--sections 6]
+The arms run in ``--rounds`` rounds of ``--steps`` steps each, in reversed order every other round, and each
+median is over all its rounds' steps: slow drifts of a shared machine's load then hit every arm alike.
+
+    python benchmarks/stage_step_time.py [--steps 8] [--rounds 3] [--sections 6]
 
 Prints one JSON object.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 import lightning as L
@@ -51,7 +55,7 @@ def video_batch(sections: int, window: int = 9, size: int = 16) -> dict:
     }
 
 
-def measure(cls, steps: int, batch: dict, **kwargs) -> float:
+def measure(cls, steps: int, batch: dict, **kwargs) -> list[float]:
     L.seed_everything(0)
     model = cls(dit="toy", memory_pack=MemoryPackConfig(window=9, rope_time_mode="absolute"),
                 semantic_pack=SemanticPackConfig(dim=128, num_heads=4, memory_grid=(4, 4)), **kwargs)
@@ -60,26 +64,33 @@ def measure(cls, steps: int, batch: dict, **kwargs) -> float:
     trainer = L.Trainer(accelerator="cpu", max_steps=steps + 1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[timer])
     trainer.fit(model, loader)
-    times = timer.times[1:]  # the first step warms up allocators and kernels
-    return sorted(times)[len(times) // 2]
+    return timer.times[1:]  # the first step warms up allocators and kernels
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sections", type=int, default=6)
     args = parser.parse_args()
     batch = video_batch(args.sections)
-    t = {
-        "teacher": measure(TeacherForcingModule, args.steps, batch),
-        "direct_all": measure(DirectForcingModule, args.steps, batch, trainable="all"),
-        "direct": measure(DirectForcingModule, args.steps, batch),
-        "student": measure(StudentForcingModule, args.steps, batch, trainable="all"),
+    arms = {
+        "teacher": (TeacherForcingModule, {}),
+        "direct_all": (DirectForcingModule, {"trainable": "all"}),
+        "direct": (DirectForcingModule, {}),
+        "student": (StudentForcingModule, {"trainable": "all"}),
     }
+    times: dict[str, list[float]] = {name: [] for name in arms}
+    for round_ in range(args.rounds):
+        for name in (list(arms) if round_ % 2 == 0 else list(reversed(arms))):
+            cls, kwargs = arms[name]
+            times[name] += measure(cls, args.steps, batch, **kwargs)
+    t = {name: statistics.median(values) for name, values in times.items()}
     print(json.dumps({
         "benchmark": "stage_step_time",
         "preset": "toy",
         "sections_per_video": args.sections,
+        "steps_per_arm": args.steps * args.rounds,
         "step_s_median": t,
         "direct_all_over_teacher": t["direct_all"] / t["teacher"],
         "direct_over_teacher": t["direct"] / t["teacher"],

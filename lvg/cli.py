@@ -48,6 +48,8 @@ DEBUG_ENV = "LVG_DEBUG"
 """Set to 1 (or pass ``--debug``) to see the full traceback of a refused command, e.g. for a bug report."""
 LAST_IF_PRESENT = "last_if_present"
 """``lvg fit --ckpt_path last_if_present``: resume from the last checkpoint if there is one, else start afresh."""
+BARE_FLAGS = ("--overwrite",)
+"""Boolean options that may be given without a value (``--overwrite`` = ``--overwrite true``)."""
 CKPT_PATH_NAMES = ("last", LAST_IF_PRESENT, "best", "hpc")
 """``--ckpt_path`` values that name a checkpoint to look up rather than a file."""
 
@@ -294,6 +296,9 @@ def main(argv: list[str] | None = None) -> None:
     words = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in words or os.environ.get(DEBUG_ENV, "0") not in ("", "0")
     words = [w for w in words if w != "--debug"]
+    # jsonargparse wants a value for booleans (`--overwrite true`); a bare flag means true, as in every CLI
+    words = [f"{w}=true" if w in BARE_FLAGS and (i + 1 == len(words) or words[i + 1].startswith("-")) else w
+             for i, w in enumerate(words)]
     tools = {"info": lambda: info_main, "prepare": _prepare_main, "plan": _plan_main, "compare": _compare_main,
              "export-lora": lambda: export_lora_main, "strip": lambda: strip_main}
     tool = words[0] if words[:1] and words[0] in tools else None

@@ -274,6 +274,7 @@ def test_lvg_test_with_a_vbench_metric_from_yaml_adds_table_1_columns(tiny_run, 
     assert not any("visual" in k or "clip" in k.lower() for k in checkpoint["state_dict"])
 
 
+@pytest.mark.slow
 def test_gpu_check_dry_run_runs_every_check_on_the_cpu():
     """benchmarks/gpu_check.py --dry-run: the prepared GPU check's own code at tiny size on the CPU prints one
     JSON object in which no check failed (the CUDA tests are skipped here, or pass on a GPU machine)."""

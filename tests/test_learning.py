@@ -35,6 +35,8 @@ from lvg.models.semantic_pack import SemanticPackConfig
 from lvg.sampling.pipeline import LongVideoPipeline, SamplingConfig
 from lvg.training import TeacherForcingModule
 
+pytestmark = pytest.mark.slow  # ~3.5 min on 2 cores: every rung trains
+
 WINDOW = 3  # latent frames per section; the main job's 9-frame sections reach only 0.057 after 600 steps (measured)
 LR = 2e-3
 

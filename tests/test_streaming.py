@@ -333,3 +333,27 @@ def test_lightning_fit_on_raw_clips(raw_manifest, tmp_path, encode_on, workers):
     steps = fit(raw(raw_manifest, tmp_path / "cache", num_workers=workers, encode_on=encode_on), tmp_path, 2)
     assert [s[0] for s in steps] == [1, 2] and all(np.isfinite(s[2]) for s in steps)
     assert {i for _, (i,), _ in steps} <= set(shard_ids())
+
+
+def test_sample_video_logger_inputs_are_the_same_from_litdata_raw_clips_and_shards(litdata_dir, raw_manifest,
+                                                                                  tmp_path, shard_videos):
+    """SampleVideoLogger reads its start frames and captions from batches: every datamodule gives the same.
+    (A litdata datamodule names no encoders of its own yet, so the toy ones decode here for both.)"""
+    from lvg.callbacks import SampleVideoLogger
+
+    clips = raw(raw_manifest, tmp_path / "cache", seed=2)
+    clips.prepare_data()
+    clips.setup("fit")
+    encoders = clips.encoders()
+
+    def inputs(datamodule) -> tuple[torch.Tensor, list[str]]:
+        callback = SampleVideoLogger(num_videos=1)
+        batch = next(iter(datamodule.train_dataloader()))
+        callback._collect(batch, encoders)
+        reference = SampleVideoLogger(num_videos=1)
+        reference._collect(collate_videos([shard_videos[i] for i in batch["id"]]), encoders)
+        return callback._fixed, reference._fixed
+
+    for datamodule in (streaming(litdata_dir, shuffle=False), clips):
+        (images, prompts), (expected_images, expected_prompts) = inputs(datamodule)
+        assert prompts == expected_prompts and prompts[0] and torch.equal(images, expected_images)

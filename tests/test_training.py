@@ -77,10 +77,10 @@ def test_main_job_chain_stage1_checkpoint_into_stage2(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="cannot be read"):
         main([*generate, "--prompt", "a red circle", "--image", str(tmp_path / "missing.png"), "--overwrite=true"])
     with pytest.raises(SystemExit, match="prompt at 0.0s is empty"):
-        main([*generate, "--prompt", " ", "--overwrite=true"])
+        main([*generate, "--prompt", " ", "--overwrite"])  # a bare flag means true
     # weights of another architecture (here a wider SemanticPack) are refused with the tensors named
     with pytest.raises(SystemExit, match=r"does not fit DirectForcingModule\(debug\): shape mismatches"):
-        main([*generate, "--prompt", "a", "--overwrite=true", "--model.init_args.semantic_pack.dim=64"])
+        main([*generate, "--prompt", "a", "--overwrite", "--model.init_args.semantic_pack.dim=64"])
     other = module(DirectForcingModule, semantic_pack=SemanticPackConfig(dim=64, num_heads=4, memory_grid=(2, 2)))
     torch.save({"state_dict": other.state_dict()}, tmp_path / "other.ckpt")
     with pytest.raises(SystemExit, match=r"does not fit DirectForcingModule\(debug\): shape mismatches"):
