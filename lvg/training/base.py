@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from lightning.fabric.utilities.data import AttributeDict
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor
 
 from lvg import flow
@@ -253,9 +252,7 @@ class StageModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         if stage in ("test", "predict") and self.sampling_config.offload:
-            if isinstance(self.trainer.strategy, parallel.FSDPStrategy):
-                raise ValueError("sampling.offload streams whole blocks from host memory and cannot run under "
-                                 "FSDPStrategy (which shards them); use one process per GPU (strategy: auto or ddp).")
+            parallel.check_offload_strategy(self.trainer.strategy)
             # Before the strategy moves the module to the GPU: offloaded blocks stay in host memory (.to() skips
             # them), so lvg test / predict of the 13B model fit a consumer GPU as lvg generate does.
             enable_block_offload(self.dit, self.trainer.strategy.root_device)
@@ -268,22 +265,10 @@ class StageModule(L.LightningModule):
 
     def configure_model(self) -> None:
         """Under :class:`~lvg.training.parallel.FSDPStrategy`: shard the DiT (FSDP2); otherwise nothing."""
-        strategy = self._trainer.strategy if self._trainer is not None else None  # none in load_from_checkpoint
-        if isinstance(strategy, parallel.FSDPStrategy) and not parallel.is_sharded(next(self.dit.parameters())):
-            strategy.shard(self)
+        parallel.shard_stage(self, self._trainer.strategy if self._trainer is not None else None)  # None: load_from_checkpoint
 
     def on_fit_start(self) -> None:
-        supported = (DDPStrategy, parallel.FSDPStrategy)
-        if self.trainer.world_size > 1 and not isinstance(self.trainer.strategy, supported):
-            raise ValueError(
-                f"{type(self.trainer.strategy).__name__} is not supported by the section loop (it averages "
-                "gradients itself, once per video); use strategy: ddp or lvg.training.parallel.FSDPStrategy."
-            )
-        if self.hparams.sections_per_step is not None and isinstance(self.trainer.strategy, parallel.FSDPStrategy):
-            raise ValueError(
-                "sections_per_step cannot run under FSDPStrategy: every FSDP forward and backward is a collective, "
-                "so all processes must run the same section passes; leave it null (all sections) or use DDP."
-            )
+        parallel.check_fit_strategy(self.trainer.strategy, self.trainer.world_size, self.hparams.sections_per_step)
 
     def on_train_start(self) -> None:
         counts = {
@@ -322,9 +307,7 @@ class StageModule(L.LightningModule):
     def section_passes(self, sections: int) -> int:
         """Section passes of this step: the video's own count, or under FSDP (where every forward and backward
         is a collective) the largest count over all processes; the extra passes are not scored."""
-        if isinstance(self.trainer.strategy, parallel.FSDPStrategy):
-            return parallel.aligned_sections(sections, self.device)
-        return sections
+        return parallel.section_passes(self.trainer.strategy, sections, self.device)
 
     def step_generator(self, step: int | None = None, rank: int | None = None) -> torch.Generator:
         """CPU generator of one step (default: the current step and rank): same draws after a resume and
@@ -425,36 +408,13 @@ class StageModule(L.LightningModule):
         passes = self.section_passes(self.num_sections(batch))
         losses, sigmas = self.video_gradients(batch, self.step_generator(), self.manual_backward,
                                               lambda: optimizer.toggle_model(sync_grad=False), passes=passes)
-        self.average_gradients_across_processes()
+        parallel.average_gradients(self.trainable_parameters(), self.trainer.world_size)
         grad_norm = parallel.clip_grad_norm(self.trainable_parameters(), self.hparams.max_grad_norm or None)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
         self._log_step(losses, sigmas, grad_norm, scheduler.get_last_lr()[0], len(batch["id"]))
         return torch.stack(list(losses.values())).mean()
-
-    def average_gradients_across_processes(self) -> None:
-        """One all-reduce of the video's accumulated gradients (data parallel).
-
-        DDP's own gradient hooks expect one backward per forward; the section loop runs several, with
-        parameters that only some sections touch (psi's projections, Memorize), so every backward
-        runs under ``no_sync`` and the sum is averaged here, once per optimizer step. Under FSDP this
-        covers the replicated parameters (SemanticPack); FSDP averages the sharded ones itself.
-        """
-        if self.trainer.world_size < 2 or not torch.distributed.is_initialized():
-            return
-        params = [p for p in self.trainable_parameters() if not parallel.is_sharded(p)]
-        if not params:
-            return
-        for p in params:  # a parameter unused on this rank still takes part, with a zero gradient
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        grads = [p.grad for p in params]
-        flat = torch._utils._flatten_dense_tensors(grads)
-        torch.distributed.all_reduce(flat)
-        flat /= self.trainer.world_size
-        for grad, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
-            grad.copy_(synced)
 
     def _log_step(self, losses: dict[int, Tensor], sigmas: Tensor, grad_norm: Tensor, lr: float, batch_size: int) -> None:
         self.log("train/loss", torch.stack(list(losses.values())).mean(), prog_bar=True, batch_size=batch_size)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from lightning.pytorch.strategies import ModelParallelStrategy
+from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy, Strategy
 from torch import Tensor, nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
@@ -119,6 +119,63 @@ def aligned_sections(own: int, device: torch.device) -> int:
     count = torch.tensor(own, device=device)
     torch.distributed.all_reduce(count, op=torch.distributed.ReduceOp.MAX)
     return int(count)
+
+
+def check_fit_strategy(strategy: Strategy, world_size: int, sections_per_step: int | None) -> None:
+    """Refuse strategies the section loop cannot run under (before any step)."""
+    if world_size > 1 and not isinstance(strategy, (DDPStrategy, FSDPStrategy)):
+        raise ValueError(
+            f"{type(strategy).__name__} is not supported by the section loop (it averages "
+            "gradients itself, once per video); use strategy: ddp or lvg.training.parallel.FSDPStrategy."
+        )
+    if sections_per_step is not None and isinstance(strategy, FSDPStrategy):
+        raise ValueError(
+            "sections_per_step cannot run under FSDPStrategy: every FSDP forward and backward is a collective, "
+            "so all processes must run the same section passes; leave it null (all sections) or use DDP."
+        )
+
+
+def check_offload_strategy(strategy: Strategy) -> None:
+    """Block offload (``sampling.offload``) streams whole blocks from host memory: not with sharded blocks."""
+    if isinstance(strategy, FSDPStrategy):
+        raise ValueError("sampling.offload streams whole blocks from host memory and cannot run under "
+                         "FSDPStrategy (which shards them); use one process per GPU (strategy: auto or ddp).")
+
+
+def shard_stage(module: StageModule, strategy: Strategy | None) -> None:
+    """Shard the stage's DiT (FSDP2) under :class:`FSDPStrategy`, once; nothing under any other strategy."""
+    if isinstance(strategy, FSDPStrategy) and not is_sharded(next(module.dit.parameters())):
+        strategy.shard(module)
+
+
+def section_passes(strategy: Strategy, sections: int, device: torch.device) -> int:
+    """Section passes of a step: the video's own count, or under FSDP (where every forward and backward is a
+    collective) the largest count over all processes (:func:`aligned_sections`); the extra passes are not scored."""
+    return aligned_sections(sections, device) if isinstance(strategy, FSDPStrategy) else sections
+
+
+def average_gradients(parameters: Iterable[nn.Parameter], world_size: int) -> None:
+    """One all-reduce of a video's accumulated gradients (data parallel), once per optimizer step.
+
+    DDP's own gradient hooks expect one backward per forward; the section loop runs several, with
+    parameters that only some sections touch (psi's projections, Memorize), so every backward
+    runs under ``no_sync`` and the sum is averaged here. Under FSDP this covers the replicated
+    parameters (SemanticPack); FSDP averages the sharded ones itself.
+    """
+    if world_size < 2 or not torch.distributed.is_initialized():
+        return
+    params = [p for p in parameters if not is_sharded(p)]
+    if not params:
+        return
+    for p in params:  # a parameter unused on this rank still takes part, with a zero gradient
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    grads = [p.grad for p in params]
+    flat = torch._utils._flatten_dense_tensors(grads)
+    torch.distributed.all_reduce(flat)
+    flat /= world_size
+    for grad, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
+        grad.copy_(synced)
 
 
 def clip_grad_norm(parameters: Iterable[nn.Parameter], max_norm: float | None) -> Tensor:
