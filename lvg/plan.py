@@ -41,9 +41,8 @@ from torch import Tensor, nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from lvg.config import DIT_PRESETS
-from lvg.models.dit import HISTORY_KERNELS, PackedDiT
+from lvg.models.dit import PackedDiT
 from lvg.models.packing import pack_history
-from lvg.models.rope import pool_rope, rope_grid
 
 GIB = 1024**3
 TEXT_TOKENS = 512
@@ -202,30 +201,20 @@ def _section_forward(
     :meth:`PackedDiT.forward` runs them without padding); returns the video token count."""
     cfg = dit.config
     h, w = latent_hw
-    hp, wp = h // cfg.patch_size, w // cfg.patch_size
     start = torch.zeros(1, cfg.in_channels, 1, h, w, dtype=dtype)
     packed = pack_history(start, start, window, 0, "relative", **({"history_sizes": history_sizes} if history_sizes else {}))
-    tokens = [dit.x_embedder(torch.randn(1, cfg.in_channels, window, h, w, dtype=dtype))]  # (1, N_noisy, D)
-    ropes = [rope_grid(torch.arange(window // cfg.patch_size_t)[None], hp, wp, cfg.rope_axes_dim, cfg.rope_theta)]
-    if dit.clean_x_embedder is not None:
-        for scale, latents, idx in (("1x", packed.latents_clean, packed.indices_latents_clean),
-                                    ("2x", packed.latents_history_2x, packed.indices_latents_history_2x),
-                                    ("4x", packed.latents_history_4x, packed.indices_latents_history_4x)):
-            rope = rope_grid(idx, hp, wp, cfg.rope_axes_dim, cfg.rope_theta)
-            if scale != "1x":
-                pool = tuple(k // p for k, p in zip(HISTORY_KERNELS[scale], HISTORY_KERNELS["1x"]))
-                rope = pool_rope(rope, latents.shape[2], hp, wp, pool)
-            tokens.insert(0, dit.clean_x_embedder(latents.to(dtype), scale))
-            ropes.insert(0, rope)
-    x = torch.cat(tokens, dim=1)  # (1, N, D)
-    rope = (torch.cat([r[0] for r in ropes], 1).to(dtype), torch.cat([r[1] for r in ropes], 1).to(dtype))
+    history = {k: v.to(dtype) if k.startswith("latents") else v for k, v in packed.as_kwargs().items()}
+    if dit.clean_x_embedder is None:
+        history = {k: v for k, v in history.items() if k == "indices_latents"}
+    x, rope, (tp, hp, wp) = dit.video_tokens(torch.randn(1, cfg.in_channels, window, h, w, dtype=dtype), **history)
+    rope = (rope[0].to(dtype), rope[1].to(dtype))
     # The conditioning stream [image, memory, text] and temb, as the token refiner / projections hand them over;
     # they need gradients only when a module producing them trains (else frozen blocks save far less).
     c = torch.randn(1, cond_len, cfg.inner_dim, dtype=dtype, requires_grad=cond_grad)
     temb_grad = any(p.requires_grad for p in dit.time_text_embed.parameters())
     temb = torch.randn(1, cfg.inner_dim, dtype=dtype, requires_grad=temb_grad)
     x, c = dit.run_blocks(x, c, temb, None, rope)
-    noisy = window // cfg.patch_size_t * hp * wp
+    noisy = tp * hp * wp
     out = dit.proj_out(dit.norm_out(x[:, -noisy:], temb))
     out.float().square().mean()  # the loss's own saves (fp32 copy of the prediction)
     return int(x.shape[1])

@@ -459,6 +459,58 @@ class PackedDiT(nn.Module):
                 x, c = block(x, c, temb, mask, rope)
         return x, c
 
+    def video_tokens(
+        self,
+        hidden_states: Tensor,
+        indices_latents: Tensor | None = None,
+        latents_clean: Tensor | None = None,
+        indices_latents_clean: Tensor | None = None,
+        latents_history_2x: Tensor | None = None,
+        indices_latents_history_2x: Tensor | None = None,
+        latents_history_4x: Tensor | None = None,
+        indices_latents_history_4x: Tensor | None = None,
+    ) -> tuple[Tensor, Rope, tuple[int, int, int]]:
+        """The video stream ``[4x, 2x, 1x history, noisy window]`` ``(B, N, D)``, its RoPE, and the noisy window's
+        patch grid ``(T', H', W')``. Shape checks only (no tensor values read), so ``lvg plan`` runs it on fake
+        tensors."""
+        cfg = self.config
+        self._check_latents("hidden_states", hidden_states, None, None)
+        b, _, t, h, w = hidden_states.shape
+        if h % cfg.patch_size or w % cfg.patch_size or t % cfg.patch_size_t:
+            raise ValueError(
+                f"PackedDiT: hidden_states frames/height/width {(t, h, w)} must be divisible by the patch size "
+                f"{(cfg.patch_size_t, cfg.patch_size, cfg.patch_size)}."
+            )
+        device = hidden_states.device
+        tp, hp, wp = t // cfg.patch_size_t, h // cfg.patch_size, w // cfg.patch_size
+
+        # Video tokens: [4x, 2x, 1x, noisy]; RoPE on the fine (post-patch) grid, pooled for 2x/4x.
+        if indices_latents is None:
+            indices_latents = torch.arange(tp, device=device)
+        idx = self._indices("indices_latents", indices_latents, b, tp, device)
+        tokens = [self.x_embedder(hidden_states)]  # (B, T'H'W', D)
+        ropes = [rope_grid(idx, hp, wp, cfg.rope_axes_dim, cfg.rope_theta)]
+        for scale, latents, indices in (
+            ("1x", latents_clean, indices_latents_clean),
+            ("2x", latents_history_2x, indices_latents_history_2x),
+            ("4x", latents_history_4x, indices_latents_history_4x),
+        ):
+            if latents is None:
+                continue
+            if self.clean_x_embedder is None:
+                raise ValueError("PackedDiT: history latents given but the config has has_clean_x_embedder=False.")
+            self._check_latents(f"history latents ({scale})", latents, b, (h, w))
+            idx = self._indices(f"indices of the {scale} history", indices, b, latents.shape[2], device)
+            rope = rope_grid(idx, hp, wp, cfg.rope_axes_dim, cfg.rope_theta)
+            if scale != "1x":
+                pool = tuple(k // p for k, p in zip(HISTORY_KERNELS[scale], HISTORY_KERNELS["1x"]))
+                rope = pool_rope(rope, latents.shape[2], hp, wp, pool)
+            tokens.insert(0, self.clean_x_embedder(latents, scale))
+            ropes.insert(0, rope)
+        x = torch.cat(tokens, dim=1)  # (B, N, D)
+        rope = (torch.cat([r[0] for r in ropes], dim=1), torch.cat([r[1] for r in ropes], dim=1))
+        return x, rope, (tp, hp, wp)
+
     def forward(
         self,
         hidden_states: Tensor,
@@ -501,43 +553,14 @@ class PackedDiT(nn.Module):
             velocity ``(B, out_channels, T, H, W)``.
         """
         cfg = self.config
-        self._check_latents("hidden_states", hidden_states, None, None)
+        x, rope, (tp, hp, wp) = self.video_tokens(
+            hidden_states, indices_latents, latents_clean, indices_latents_clean, latents_history_2x,
+            indices_latents_history_2x, latents_history_4x, indices_latents_history_4x,
+        )
         b, _, t, h, w = hidden_states.shape
-        if h % cfg.patch_size or w % cfg.patch_size or t % cfg.patch_size_t:
-            raise ValueError(
-                f"PackedDiT: hidden_states frames/height/width {(t, h, w)} must be divisible by the patch size "
-                f"{(cfg.patch_size_t, cfg.patch_size, cfg.patch_size)}."
-            )
         device = hidden_states.device
-        tp, hp, wp = t // cfg.patch_size_t, h // cfg.patch_size, w // cfg.patch_size
         if timestep.shape != (b,):
             raise ValueError(f"PackedDiT: timestep must have shape ({b},), got {tuple(timestep.shape)}.")
-
-        # Video tokens: [4x, 2x, 1x, noisy]; RoPE on the fine (post-patch) grid, pooled for 2x/4x.
-        if indices_latents is None:
-            indices_latents = torch.arange(tp, device=device)
-        idx = self._indices("indices_latents", indices_latents, b, tp, device)
-        tokens = [self.x_embedder(hidden_states)]  # (B, T'H'W', D)
-        ropes = [rope_grid(idx, hp, wp, cfg.rope_axes_dim, cfg.rope_theta)]
-        for scale, latents, indices in (
-            ("1x", latents_clean, indices_latents_clean),
-            ("2x", latents_history_2x, indices_latents_history_2x),
-            ("4x", latents_history_4x, indices_latents_history_4x),
-        ):
-            if latents is None:
-                continue
-            if self.clean_x_embedder is None:
-                raise ValueError("PackedDiT: history latents given but the config has has_clean_x_embedder=False.")
-            self._check_latents(f"history latents ({scale})", latents, b, (h, w))
-            idx = self._indices(f"indices of the {scale} history", indices, b, latents.shape[2], device)
-            rope = rope_grid(idx, hp, wp, cfg.rope_axes_dim, cfg.rope_theta)
-            if scale != "1x":
-                pool = tuple(k // p for k, p in zip(HISTORY_KERNELS[scale], HISTORY_KERNELS["1x"]))
-                rope = pool_rope(rope, latents.shape[2], hp, wp, pool)
-            tokens.insert(0, self.clean_x_embedder(latents, scale))
-            ropes.insert(0, rope)
-        x = torch.cat(tokens, dim=1)  # (B, N, D)
-        rope = (torch.cat([r[0] for r in ropes], dim=1), torch.cat([r[1] for r in ropes], dim=1))
 
         # Conditioning stream: [image, memory, text]. temb from timestep, guidance and pooled text.
         self._check_tokens("encoder_hidden_states", encoder_hidden_states, b, cfg.text_embed_dim)
