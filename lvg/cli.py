@@ -30,8 +30,9 @@ from lvg import __version__
 from lvg.config import DIT_PRESETS, DTYPES, DiTConfig
 from lvg.media import load_image
 from lvg.models.dit import PackedDiT
-from lvg.sampling.offload import enable_block_offload
+from lvg.models.encoders import encoders_of
 from lvg.prompts import PromptSchedule
+from lvg.sampling.offload import enable_block_offload
 from lvg.training.base import TRAINABLE_GROUPS, StageModule, read_weights
 
 # Dataclass fields are documented by the string literal under them; show those in --help.
@@ -138,7 +139,7 @@ class LvgTrainer(Trainer):
             raise ValueError(f"generate: --seconds must be > 0, got {seconds:g}.")
         if sections is not None and sections < 1:
             raise ValueError(f"generate: --sections must be >= 1, got {sections}.")
-        encoders = datamodule.encoders() if datamodule is not None and hasattr(datamodule, "encoders") else None
+        encoders = encoders_of(datamodule)
         if encoders is None:
             raise ValueError("generate: the datamodule in the config does not name its encoders (codec, text, image).")
         if ckpt_path is not None:
@@ -321,8 +322,8 @@ def strip_main(argv: list[str]) -> None:
 
     from PIL import Image
 
-    from lvg.media import frame_strip, read_video
     from lvg.io import atomic_path
+    from lvg.media import frame_strip, read_video
 
     parser = argparse.ArgumentParser(prog="lvg strip", description=strip_main.__doc__)
     parser.add_argument("videos", nargs="+", help="mp4 files, one row each (e.g. a generation, then its ground truth)")

@@ -202,7 +202,8 @@ def raw_manifest(toy_root, tmp_path):
 
 
 def raw(manifest, cache_dir, prepare=TOY_PREPARE, **kwargs):
-    from lvg.data.streaming import EncoderSpec, RawClipDataModule
+    from lvg.data.datamodule import EncoderSpec
+    from lvg.data.streaming import RawClipDataModule
 
     kwargs.setdefault("min_latent_frames", 1 + WINDOW)
     return RawClipDataModule(str(manifest), encoders=EncoderSpec(**TOY_ENCODERS), prepare=prepare,

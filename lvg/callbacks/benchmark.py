@@ -44,6 +44,7 @@ from lvg.metrics.report import write_report
 from lvg.metrics.toy_world import HIGHER_IS_BETTER as TRUTH_HIGHER
 from lvg.metrics.toy_world import ToyWorldTruth
 from lvg.metrics.video import VideoMetric
+from lvg.models.encoders import encoders_of
 
 log = logging.getLogger(__name__)
 TRUTH_CURVES = {"identity": True, "background": True, "occluder": True, "mean_luma": None, "contrast": None}
@@ -231,7 +232,7 @@ class BenchmarkReport(L.Callback):
 
     @staticmethod
     def _section_seconds(pl_module: L.LightningModule, fps: float) -> float:
-        encoders = getattr(pl_module.trainer.datamodule, "encoders", lambda: None)()
+        encoders = encoders_of(pl_module.trainer.datamodule)
         temporal = encoders.codec.temporal_factor if encoders is not None else 1
         return pl_module.memory_pack_config.window * temporal / fps
 

@@ -31,6 +31,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 from tensorboard.compat.proto.summary_pb2 import Summary
 
+from lvg.models.encoders import encoders_of
 from lvg.sampling.pipeline import SamplingConfig
 from lvg.training import parallel
 
@@ -93,7 +94,7 @@ class SampleVideoLogger(L.Callback):
     @torch.no_grad()
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        encoders = getattr(trainer.datamodule, "encoders", lambda: None)()
+        encoders = encoders_of(trainer.datamodule)
         if encoders is None:
             return
         self._collect(batch, encoders)

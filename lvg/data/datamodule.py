@@ -31,6 +31,38 @@ from lvg.models.encoders import Encoders, PixelCodec, ToyImageEncoder, ToyTextEn
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Which encoders the data is (or was) encoded with: generation needs them, raw clips are encoded with them."""
+
+    kind: Literal["none", "toy", "framepack-f1"] = "none"
+    """``toy``: PixelCodec + ToyTextEncoder + ToyImageEncoder; ``framepack-f1``:
+    HunyuanVideo VAE + LLaMA/CLIP-L + SigLIP; ``none``: unknown."""
+    frame_size: tuple[int, int] = (32, 32)
+    """(height, width) the model is trained and generates at; raw clips are resized to it."""
+    codec_factor: int = 2
+    """toy: PixelCodec space-to-depth factor."""
+    text_dim: int = 64
+    """toy: ToyTextEncoder width (the DiT's ``text_embed_dim`` and ``pooled_projection_dim``)."""
+    hunyuan: str = "hunyuanvideo-community/HunyuanVideo"
+    """framepack-f1: HunyuanVideo repository (vae, text encoders, tokenizers)."""
+    siglip: str = "lllyasviel/flux_redux_bfl"
+    """framepack-f1: repository with the SigLIP image encoder."""
+
+    def build(self) -> Encoders | None:
+        if self.kind == "none":
+            return None
+        if self.kind == "toy":
+            return Encoders(PixelCodec(self.codec_factor), ToyTextEncoder(self.text_dim), ToyImageEncoder(),
+                            frame_size=tuple(self.frame_size))
+        if self.kind == "framepack-f1":
+            from lvg.models.hunyuan import framepack_f1_encoders
+
+            return framepack_f1_encoders(self.hunyuan, self.siglip, tuple(self.frame_size))
+        raise ValueError(f"EncoderSpec.kind must be 'none', 'toy' or 'framepack-f1', got {self.kind!r}.")
+
+
+
 class VideoShardDataset(Dataset):
     """One item = one video's shard tensors."""
 
@@ -121,6 +153,7 @@ class VideoLatentDataModule(L.LightningDataModule):
         seed: int = 0,
         predict_suite: str | None = None,
         test_suite: str | None = None,
+        encoders: EncoderSpec = EncoderSpec(),
     ):
         """
         Args:
@@ -134,8 +167,12 @@ class VideoLatentDataModule(L.LightningDataModule):
             predict_suite: JSONL of generation jobs for ``lvg predict`` (see :mod:`lvg.data.prompt_suite`).
             test_suite: JSONL benchmark suite for ``lvg test`` (same format, plus ``group`` and ``truth``;
                 e.g. one made by :func:`lvg.data.prompt_suite.vbench_i2v_suite`).
+            encoders: the encoders the data is (or was) encoded with: ``lvg prepare`` and raw clips encode
+                with them, generation (``lvg generate`` / ``test`` / ``predict``, sample videos) needs them.
         """
         super().__init__()
+        self.encoder_spec = encoders
+        self._encoders: Encoders | None = None
         if order not in ("random", "curriculum"):
             raise ValueError(f"order must be 'random' or 'curriculum', got {order!r}.")
         if batch_size < 1:
@@ -182,8 +219,11 @@ class VideoLatentDataModule(L.LightningDataModule):
         return self._loader(self.train_set, sampler)
 
     def encoders(self) -> Encoders | None:
-        """The encoders the shards were written with, for generation; None if unknown."""
-        return None
+        """The encoders of the ``encoders`` spec (built on first use: the full-size ones weigh GBs); None for
+        ``kind: none``."""
+        if self._encoders is None:
+            self._encoders = self.encoder_spec.build()
+        return self._encoders
 
     def _suite_loader(self, suite: str) -> DataLoader:
         """Jobs of a suite, start images at the training frame size, split across processes without the
@@ -247,13 +287,10 @@ class ToyWorldDataModule(VideoLatentDataModule):
             benchmark_videos: held-out start frames per length group of the embedded suite.
             kwargs: loader settings of :class:`VideoLatentDataModule` (``shard_dir`` is ``root/shards``).
         """
-        super().__init__(shard_dir=str(Path(root) / "shards"), **kwargs)
+        spec = EncoderSpec(kind="toy", frame_size=(toy.size, toy.size), codec_factor=codec_factor, text_dim=text_dim)
+        super().__init__(shard_dir=str(Path(root) / "shards"), encoders=spec, **kwargs)
         self.root, self.toy, self.codec_factor, self.text_dim = Path(root), toy, codec_factor, text_dim
         self.benchmark_seconds, self.benchmark_videos = dict(benchmark_seconds), benchmark_videos
-
-    def encoders(self) -> Encoders:
-        return Encoders(PixelCodec(self.codec_factor), ToyTextEncoder(self.text_dim), ToyImageEncoder(),
-                        frame_size=(self.toy.size, self.toy.size))
 
     def prepare_data(self) -> None:
         from lvg.data.prepare import TOY_PREPARE, prepare_shards  # the decoding stack loads only when preparing
@@ -271,7 +308,8 @@ class ToyWorldDataModule(VideoLatentDataModule):
 
 
 class FramePackF1DataModule(VideoLatentDataModule):
-    """Shards prepared with the full-size FramePack-F1 encoders; provides them for generation."""
+    """Shards of the full-size FramePack-F1 encoders: :class:`VideoLatentDataModule` with
+    ``EncoderSpec(kind="framepack-f1", ...)`` built from three flat options (what the F1 recipes set)."""
 
     def __init__(
         self,
@@ -288,13 +326,7 @@ class FramePackF1DataModule(VideoLatentDataModule):
             frame_size: (height, width) videos are generated at; start images are resized and cropped to it.
             kwargs: loader settings of :class:`VideoLatentDataModule`.
         """
-        super().__init__(**kwargs)
+        spec = EncoderSpec(kind="framepack-f1", frame_size=tuple(frame_size), hunyuan=hunyuan, siglip=siglip)
+        super().__init__(encoders=spec, **kwargs)
         self.hunyuan, self.siglip, self.frame_size = hunyuan, siglip, tuple(frame_size)
-        self._encoders: Encoders | None = None
 
-    def encoders(self) -> Encoders:
-        if self._encoders is None:  # loaded on first use: several GB
-            from lvg.models.hunyuan import framepack_f1_encoders
-
-            self._encoders = framepack_f1_encoders(self.hunyuan, self.siglip, self.frame_size)
-        return self._encoders

@@ -69,7 +69,7 @@ from lvg.data.manifest import validate_manifest
 from lvg.data.reader import VideoReadError, bucket_size, open_video, resize_to_bucket
 from lvg.data.shards import FORMAT, INDEX, describe, write_shard
 from lvg.io import atomic_write_text
-from lvg.models.encoders import Encoders
+from lvg.models.encoders import Encoders, encoders_of
 
 log = logging.getLogger(__name__)
 
@@ -742,7 +742,7 @@ def prepare_main(argv: list[str]) -> None:
     # `instantiate` replaced `instantiate_classes` in jsonargparse 4.49; both exist until 5.0
     init = getattr(parser, "instantiate", parser.instantiate_classes)(cfg)
     datamodule = init.data
-    encoders = datamodule.encoders() if hasattr(datamodule, "encoders") else None
+    encoders = encoders_of(datamodule)
     if encoders is None:
         raise PrepareError(f"{type(datamodule).__name__} does not name its encoders (encoders() returned None); "
                            "use a datamodule that does (ToyWorldDataModule, FramePackF1DataModule, ...).")

@@ -40,46 +40,15 @@ from typing import Any, Literal
 import torch
 
 from lvg.config import DTYPES
-from lvg.data.datamodule import Progress, VideoLatentDataModule, collate_videos
+from lvg.data.datamodule import EncoderSpec, Progress, VideoLatentDataModule, collate_videos
 from lvg.data.litdata_chunks import require_litdata
 from lvg.data.manifest import validate_manifest
 from lvg.data.prepare import PrepareConfig, Task, encode_clip, resolve_config, scan_video
 from lvg.data.reader import VideoReadError, open_video, resize_to_bucket
 from lvg.io import atomic_write_text
-from lvg.models.encoders import Encoders, PixelCodec, ToyImageEncoder, ToyTextEncoder
+from lvg.models.encoders import Encoders
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EncoderSpec:
-    """Which encoders the data is (or was) encoded with: generation needs them, raw clips are encoded with them."""
-
-    kind: Literal["none", "toy", "framepack-f1"] = "none"
-    """``toy``: PixelCodec + ToyTextEncoder + ToyImageEncoder (as ToyWorldDataModule); ``framepack-f1``:
-    HunyuanVideo VAE + LLaMA/CLIP-L + SigLIP (as FramePackF1DataModule); ``none``: unknown."""
-    frame_size: tuple[int, int] = (32, 32)
-    """(height, width) the model is trained and generates at; raw clips are resized to it."""
-    codec_factor: int = 2
-    """toy: PixelCodec space-to-depth factor."""
-    text_dim: int = 64
-    """toy: ToyTextEncoder width (the DiT's ``text_embed_dim`` and ``pooled_projection_dim``)."""
-    hunyuan: str = "hunyuanvideo-community/HunyuanVideo"
-    """framepack-f1: HunyuanVideo repository (vae, text encoders, tokenizers)."""
-    siglip: str = "lllyasviel/flux_redux_bfl"
-    """framepack-f1: repository with the SigLIP image encoder."""
-
-    def build(self) -> Encoders | None:
-        if self.kind == "none":
-            return None
-        if self.kind == "toy":
-            return Encoders(PixelCodec(self.codec_factor), ToyTextEncoder(self.text_dim), ToyImageEncoder(),
-                            frame_size=tuple(self.frame_size))
-        if self.kind == "framepack-f1":
-            from lvg.models.hunyuan import framepack_f1_encoders
-
-            return framepack_f1_encoders(self.hunyuan, self.siglip, tuple(self.frame_size))
-        raise ValueError(f"EncoderSpec.kind must be 'none', 'toy' or 'framepack-f1', got {self.kind!r}.")
 
 
 @functools.cache
@@ -178,16 +147,10 @@ class StreamingLatentDataModule(VideoLatentDataModule):
             test_suite: JSONL benchmark suite for ``lvg test``.
         """
         super().__init__(shard_dir=shard_dir, batch_size=batch_size, num_workers=num_workers, seed=seed,
-                         min_latent_frames=min_latent_frames, predict_suite=predict_suite, test_suite=test_suite)
+                         min_latent_frames=min_latent_frames, predict_suite=predict_suite, test_suite=test_suite,
+                         encoders=encoders)
         self.input_dir, self.shuffle, self.val_dir = input_dir, shuffle, val_dir
-        self.cache_dir, self.max_cache_size, self.encoder_spec = cache_dir, max_cache_size, encoders
-        self._encoders: Encoders | None = None
-
-    def encoders(self) -> Encoders | None:
-        """The encoders of ``encoders`` (built on first use); None for ``kind: none``."""
-        if self._encoders is None:
-            self._encoders = self.encoder_spec.build()
-        return self._encoders
+        self.cache_dir, self.max_cache_size = cache_dir, max_cache_size
 
     def setup(self, stage: str | None = None) -> None:
         """Nothing to read up front: litdata opens ``input_dir`` when the loader is built."""
@@ -397,19 +360,13 @@ class RawClipDataModule(VideoLatentDataModule):
                 ``order``, ``val_videos``, ``min_latent_frames``, ``seed``, ...); ``shard_dir`` is
                 ``cache_dir/shards``, where ``lvg prepare`` with this config would write shards.
         """
-        super().__init__(shard_dir=str(Path(cache_dir) / "shards"), **kwargs)
-        self.manifest, self.encoder_spec, self.cache_dir = manifest, encoders, Path(cache_dir)
+        super().__init__(shard_dir=str(Path(cache_dir) / "shards"), encoders=encoders, **kwargs)
+        self.manifest, self.cache_dir = manifest, Path(cache_dir)
         if encode_on not in ("worker", "device"):
             raise ValueError(f"encode_on must be 'worker' or 'device', got {encode_on!r}.")
         self.prepare_config, self.encode_on = prepare, encode_on
         self._dtype = torch.float32
         self.skipped: list[dict[str, str]] = []
-        self._encoders: Encoders | None = None
-
-    def encoders(self) -> Encoders | None:
-        if self._encoders is None:
-            self._encoders = self.encoder_spec.build()
-        return self._encoders
 
     def _plan(self) -> tuple[PrepareConfig, list[dict[str, Any]], list[Task], list[dict[str, str]]]:
         """The resolved settings, valid manifest rows, their scan tasks, and the rows refused as they are."""

@@ -28,7 +28,7 @@ import math
 import re
 import zlib
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -210,3 +210,10 @@ class ToyImageEncoder(nn.Module):
         size = self.grid * self.patch
         x = F.interpolate(images.float() / 127.5 - 1.0, size=(size, size), mode="area")
         return F.pixel_unshuffle(x, self.patch).flatten(2).transpose(1, 2)  # (B, grid^2, 3 patch^2)
+
+
+def encoders_of(provider: Any) -> Encoders | None:
+    """The encoders ``provider`` (a datamodule) names: the one way lvg asks for them. lvg's datamodules build them
+    from their ``encoders`` spec; any other object may define ``encoders()``; None when it names none."""
+    method = getattr(provider, "encoders", None)
+    return method() if callable(method) else None

@@ -38,7 +38,7 @@ from torch import Tensor
 from lvg import flow
 from lvg.config import DiTConfig
 from lvg.models.dit import PackedDiT
-from lvg.models.encoders import Encoders
+from lvg.models.encoders import Encoders, encoders_of
 from lvg.models.lora import LoRAConfig, LoRALinear, apply_lora
 from lvg.models.memory_pack import MemoryPackConfig, MemoryPackState
 from lvg.models.semantic_pack import SemanticPack, SemanticPackConfig
@@ -454,7 +454,7 @@ class StageModule(L.LightningModule):
         runs to its longest job; each video is cut to its own length), fps, frames per section and
         the generation time.
         """
-        encoders = getattr(self.trainer.datamodule, "encoders", lambda: None)()
+        encoders = encoders_of(self.trainer.datamodule)
         if encoders is None:
             raise ValueError("the datamodule does not name its encoders (codec, text, image); lvg cannot generate.")
         pipeline = self.pipeline(encoders)
