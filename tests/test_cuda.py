@@ -6,8 +6,8 @@ from contextlib import nullcontext
 
 import pytest
 import torch
-
 from dit_inputs import F1_INDICES
+
 from lvg.config import DiTConfig
 from lvg.models.dit import PackedDiT
 from lvg.models.memory_pack import MemoryPackConfig
@@ -19,14 +19,7 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available()
 
 CFG = DiTConfig.from_name("toy")  # head dim 32: the flash / memory-efficient kernels take it (debug's 10 does not)
 FP32_INPUTS = ("timestep", "guidance", "encoder_attention_mask")
-
-
-def random_dit(seed: int = 0) -> PackedDiT:
-    torch.manual_seed(seed)
-    dit = PackedDiT(CFG).eval()
-    for p in dit.parameters():  # adaLN-Zero init would make every block the identity
-        torch.nn.init.normal_(p, std=0.02)
-    return dit
+DIT = {"preset": "toy", "std": 0.02}  # make_dit(**DIT): every weight random (adaLN-Zero makes blocks the identity)
 
 
 def inputs(valid: tuple[int, ...], seed: int = 0) -> dict[str, torch.Tensor]:
@@ -61,10 +54,10 @@ def blocks(dit: PackedDiT) -> list[torch.nn.Module]:
 
 @pytest.mark.parametrize("valid", [(7,), (7, 4)], ids=["batch1-unmasked", "batch2-masked"])
 @torch.no_grad()
-def test_packed_dit_in_bf16_on_cuda_is_close_to_fp32_on_the_cpu(valid):
+def test_packed_dit_in_bf16_on_cuda_is_close_to_fp32_on_the_cpu(valid, make_dit):
     """Batch 1 crops the text padding and takes the unmasked (flash) SDPA; batch 2 with padding the masked one.
     bf16 against fp32 on the CPU measured 0.3-0.6% relative RMS and 0.6-0.9% max error (toy, debug)."""
-    dit, x = random_dit(), inputs(valid)
+    dit, x = make_dit(**DIT), inputs(valid)
     expected = dit(**x).double()
     got = dit.to("cuda", torch.bfloat16)(**on_cuda(x, torch.bfloat16)).double().cpu()
     err = got - expected
@@ -73,8 +66,8 @@ def test_packed_dit_in_bf16_on_cuda_is_close_to_fp32_on_the_cpu(valid):
 
 
 @torch.no_grad()
-def test_block_offload_with_prefetch_is_bit_identical_to_the_resident_model_on_cuda():
-    dit = random_dit().to("cuda", torch.bfloat16)
+def test_block_offload_with_prefetch_is_bit_identical_to_the_resident_model_on_cuda(make_dit):
+    dit = make_dit(**DIT).to("cuda", torch.bfloat16)
     calls = [on_cuda(inputs((7,), seed), torch.bfloat16) for seed in (0, 1)]
     expected = [dit(**x) for x in calls]
     handle = enable_block_offload(dit, "cuda", prefetch=True)
@@ -95,8 +88,8 @@ def test_the_section_loop_under_bf16_autocast_on_cuda_has_finite_losses_and_grad
     Forcing training everything in fp32, and stage 2's mix of frozen bf16 weights and an fp32 output layer
     (:meth:`StageModule.setup`), whose norms meet activations of the other dtype."""
     torch.manual_seed(0)
-    kwargs = dict(dit="toy", memory_pack=MemoryPackConfig(window=3, rope_time_mode="absolute"),
-                  semantic_pack=SemanticPackConfig(dim=64, num_heads=4, memory_grid=(4, 4)))
+    kwargs = {"dit": "toy", "memory_pack": MemoryPackConfig(window=3, rope_time_mode="absolute"),
+              "semantic_pack": SemanticPackConfig(dim=64, num_heads=4, memory_grid=(4, 4))}
     if stage == "teacher_forcing":
         module = TeacherForcingModule(**kwargs).cuda()
     else:

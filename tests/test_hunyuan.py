@@ -7,14 +7,12 @@ pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
-from lvg.config import DiTConfig  # noqa: E402
-from lvg.models.dit import PackedDiT  # noqa: E402
-from lvg.models.encoders import Encoders, ImageEncoder, TextEncoder, VideoCodec  # noqa: E402
-from lvg.models.hunyuan import HunyuanTextEncoder, HunyuanVideoVAE, SiglipImageEncoder  # noqa: E402
-from lvg.models.memory_pack import MemoryPackConfig  # noqa: E402
-from lvg.sampling.pipeline import LongVideoPipeline, SamplingConfig  # noqa: E402
+from hunyuan_tiny import TEMPLATE, tiny_modules
 
-from hunyuan_tiny import TEMPLATE, tiny_modules  # noqa: E402
+from lvg.models.encoders import Encoders, ImageEncoder, TextEncoder, VideoCodec
+from lvg.models.hunyuan import HunyuanTextEncoder, HunyuanVideoVAE, SiglipImageEncoder
+from lvg.models.memory_pack import MemoryPackConfig
+from lvg.sampling.pipeline import LongVideoPipeline, SamplingConfig
 
 
 @pytest.fixture(scope="module")
@@ -63,11 +61,9 @@ def test_siglip_tokens(encoders):
     assert encoders.image.encode(images).shape == (2, 16, 8)
 
 
-def test_pipeline_generates_with_the_full_size_encoder_classes(encoders, tmp_path):
-    torch.manual_seed(0)
-    cfg = DiTConfig.from_name("debug", text_embed_dim=16, pooled_projection_dim=8, image_proj_dim=8)
-    pipe = LongVideoPipeline(PackedDiT(cfg).eval(), MemoryPackConfig(window=2), encoders,
-                             sampling=SamplingConfig(steps=2))
+def test_pipeline_generates_with_the_full_size_encoder_classes(encoders, tmp_path, make_dit):
+    dit = make_dit(text_embed_dim=16, pooled_projection_dim=8, image_proj_dim=8)
+    pipe = LongVideoPipeline(dit, MemoryPackConfig(window=2), encoders, sampling=SamplingConfig(steps=2))
     image = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
     video = pipe(image, ["a red circle moves"], num_sections=2, fps=30, progress=False)
     assert video.shape == (1, 4 * (1 + 2 * 2) - 3, 32, 32, 3)  # N latents -> 4N - 3 frames, overlaps blended

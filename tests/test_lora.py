@@ -6,12 +6,10 @@ import torch
 from dit_inputs import make_inputs
 from safetensors import safe_open
 from safetensors.torch import load_file
-from toy_setup import datamodule, module, trainer
 from torch import nn
+from toy_setup import datamodule, module, trainer
 
 from lvg.cli import export_lora_main as export_main
-from lvg.config import DiTConfig
-from lvg.models.dit import PackedDiT
 from lvg.models.lora import (
     LoRAConfig,
     LoRALinear,
@@ -26,16 +24,8 @@ from lvg.training import DirectForcingModule, TeacherForcingModule
 DUAL = ["attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "attn.add_q_proj", "attn.add_k_proj",
         "attn.add_v_proj", "attn.to_add_out", "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2"]
 SINGLE = ["attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp", "proj_out"]
-
-
-def tiny_dit(seed=0):
-    """The debug preset with every weight random (its init zeroes the output, which would hide any change)."""
-    torch.manual_seed(seed)
-    dit = PackedDiT(DiTConfig.from_name("debug"))
-    with torch.no_grad():
-        for p in dit.parameters():
-            p.normal_(0, 0.2)
-    return dit.eval()
+# The DiTs are make_dit(std=0.2): the debug preset with every weight random (its init zeroes the output, which
+# would hide any change).
 
 
 def randomize_adapters(dit, seed=1):
@@ -46,8 +36,8 @@ def randomize_adapters(dit, seed=1):
                 layer.lora_up.weight.copy_(torch.randn(layer.lora_up.weight.shape, generator=gen) * 0.1)
 
 
-def test_targets_are_the_block_linears_without_norms_and_lora_starts_as_identity():
-    dit, inputs = tiny_dit(), make_inputs()
+def test_targets_are_the_block_linears_without_norms_and_lora_starts_as_identity(make_dit):
+    dit, inputs = make_dit(std=0.2), make_inputs()
     before = dit(**inputs)
     paths = apply_lora(dit, LoRAConfig(rank=4, alpha=8.0))
     assert paths == [f"transformer_blocks.0.{p}" for p in DUAL] + [f"single_transformer_blocks.0.{p}" for p in SINGLE]
@@ -61,26 +51,26 @@ def test_targets_are_the_block_linears_without_norms_and_lora_starts_as_identity
     assert "transformer_blocks.0.attn.to_q.weight" in dit.state_dict()
 
 
-def test_target_patterns_and_bad_patterns():
-    dit = tiny_dit()
+def test_target_patterns_and_bad_patterns(make_dit):
+    dit = make_dit(std=0.2)
     paths = apply_lora(dit, LoRAConfig(targets=(r".*attn\.to_[qkv]",)))
     assert paths == [f"{b}.0.attn.to_{x}" for b in ("transformer_blocks", "single_transformer_blocks") for x in "qkv"]
     with pytest.raises(ValueError, match="match no Linear layer"):
-        apply_lora(tiny_dit(), LoRAConfig(targets=("nothing",)))
+        apply_lora(make_dit(std=0.2), LoRAConfig(targets=("nothing",)))
     with pytest.raises(ValueError, match="invalid regex"):
         LoRAConfig(targets=("(",))
     with pytest.raises(ValueError, match="rank must be >= 1"):
         LoRAConfig(rank=0)
 
 
-def test_merged_forward_equals_unmerged_and_plain_linears_come_back():
-    dit, inputs = tiny_dit(), make_inputs()
+def test_merged_forward_equals_unmerged_and_plain_linears_come_back(make_dit):
+    dit, inputs = make_dit(std=0.2), make_inputs()
     keys = set(dit.state_dict())
     apply_lora(dit, LoRAConfig(rank=4, alpha=2.0))
     randomize_adapters(dit)
     with torch.no_grad():
         unmerged = dit(**inputs)
-        assert not torch.allclose(unmerged, tiny_dit()(**inputs), atol=1e-3)  # the adapters do something
+        assert not torch.allclose(unmerged, make_dit(std=0.2)(**inputs), atol=1e-3)  # the adapters do something
         assert merge_lora(dit) == len(DUAL) + len(SINGLE)
         merged = dit(**inputs)
     torch.testing.assert_close(merged, unmerged, rtol=0, atol=1e-5)
@@ -88,8 +78,8 @@ def test_merged_forward_equals_unmerged_and_plain_linears_come_back():
     assert set(dit.state_dict()) == keys  # a plain FramePack state dict again
 
 
-def test_export_uses_musubi_kohya_keys_and_round_trips(tmp_path):
-    dit, inputs = tiny_dit(), make_inputs()
+def test_export_uses_musubi_kohya_keys_and_round_trips(tmp_path, make_dit):
+    dit, inputs = make_dit(std=0.2), make_inputs()
     apply_lora(dit, LoRAConfig(rank=4, alpha=2.0))
     randomize_adapters(dit)
     path = save_lora(dit, tmp_path / "lora.safetensors")
@@ -105,44 +95,44 @@ def test_export_uses_musubi_kohya_keys_and_round_trips(tmp_path):
     assert len(keys) == 3 * (len(DUAL) + len(SINGLE))
     with torch.no_grad():
         expected = dit(**inputs)
-        fresh = tiny_dit()  # same base weights, no LoRA yet: load_lora creates the layers from the file
+        fresh = make_dit(std=0.2)  # same base weights, no LoRA yet: load_lora creates the layers from the file
         assert len(load_lora(fresh, path)) == len(DUAL) + len(SINGLE)
         torch.testing.assert_close(fresh(**inputs), expected, rtol=0, atol=0)
-        again = tiny_dit()
+        again = make_dit(std=0.2)
         apply_lora(again, LoRAConfig(rank=4, alpha=7.0))  # existing layers take the file's weights and alpha
         load_lora(again, path)
         torch.testing.assert_close(again(**inputs), expected, rtol=0, atol=0)
 
 
-def test_load_lora_reads_the_diffusers_peft_layout_with_alpha_equal_rank(tmp_path):
+def test_load_lora_reads_the_diffusers_peft_layout_with_alpha_equal_rank(tmp_path, make_dit):
     from safetensors.torch import save_file
 
-    dit, inputs = tiny_dit(), make_inputs()
+    dit, inputs = make_dit(std=0.2), make_inputs()
     apply_lora(dit, LoRAConfig(rank=4, alpha=4.0, targets=(r".*attn\.to_q",)))
     randomize_adapters(dit)
     layers = {p: m for p, m in dit.named_modules() if isinstance(m, LoRALinear)}
     peft = {f"transformer.{p}.lora_{ab}.weight": (m.lora_down if ab == "A" else m.lora_up).weight.detach().clone()
             for p, m in layers.items() for ab in "AB"}
     save_file(peft, str(tmp_path / "peft.safetensors"))
-    fresh = tiny_dit()
+    fresh = make_dit(std=0.2)
     assert sorted(load_lora(fresh, tmp_path / "peft.safetensors")) == sorted(layers)
     with torch.no_grad():
         torch.testing.assert_close(fresh(**inputs), dit(**inputs), rtol=0, atol=0)
 
 
-def test_load_lora_refuses_foreign_files(tmp_path):
+def test_load_lora_refuses_foreign_files(tmp_path, make_dit):
     from safetensors.torch import save_file
 
     save_file({"lora_unet_blocks_9_qkv.lora_down.weight": torch.zeros(4, 20),
                "lora_unet_blocks_9_qkv.lora_up.weight": torch.zeros(20, 4)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ValueError, match="match no Linear of the DiT blocks"):
-        load_lora(tiny_dit(), tmp_path / "other.safetensors")
+        load_lora(make_dit(std=0.2), tmp_path / "other.safetensors")
     save_file({"lora_unet_transformer_blocks_0_attn_to_q.lora_mid.weight": torch.zeros(4, 20)},
               str(tmp_path / "locon.safetensors"))
     with pytest.raises(ValueError, match="unexpected key"):
-        load_lora(tiny_dit(), tmp_path / "locon.safetensors")
+        load_lora(make_dit(std=0.2), tmp_path / "locon.safetensors")
     with pytest.raises(ValueError, match="no LoRA layers"):
-        save_lora(tiny_dit(), tmp_path / "none.safetensors")
+        save_lora(make_dit(std=0.2), tmp_path / "none.safetensors")
 
 
 def test_stage_module_trains_only_the_adapters_unless_trainable_says_otherwise():
@@ -161,7 +151,7 @@ def test_stage_module_trains_only_the_adapters_unless_trainable_says_otherwise()
         module(TeacherForcingModule, trainable="lora")
 
 
-def test_lora_fit_changes_only_adapters_and_its_checkpoint_loads(toy_root, tmp_path):  # noqa: F811
+def test_lora_fit_changes_only_adapters_and_its_checkpoint_loads(toy_root, tmp_path):
     L.seed_everything(0)
     model = module(TeacherForcingModule, lora=LoRAConfig(rank=2, alpha=4.0))
     with torch.no_grad():  # "pretrained" weights: the zero-initialised gates and output would block every gradient

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from lvg.config import DiTConfig
-from lvg.models.dit import PackedDiT
 from lvg.models.memory_pack import MemoryPackConfig, MemoryPackState
 from lvg.models.packing import context_indices, pack_history
 from lvg.models.rope import apply_rope, rope_grid
@@ -28,21 +27,17 @@ def conditioning(batch=1, text_len=7, valid=None, seed=0):
     if valid is not None:
         for i, n in enumerate(valid):
             mask[i, n:] = 0
-    return dict(
-        text=randn(batch, text_len, CFG.text_embed_dim, seed=seed),
-        text_mask=mask,
-        pooled=randn(batch, CFG.pooled_projection_dim, seed=seed + 1),
-        image=randn(batch, 5, CFG.image_proj_dim, seed=seed + 2),
-    )
+    return {
+        "text": randn(batch, text_len, CFG.text_embed_dim, seed=seed),
+        "text_mask": mask,
+        "pooled": randn(batch, CFG.pooled_projection_dim, seed=seed + 1),
+        "image": randn(batch, 5, CFG.image_proj_dim, seed=seed + 2),
+    }
 
 
 @pytest.fixture(scope="module")
-def dit():
-    torch.manual_seed(0)
-    model = PackedDiT(CFG).eval()
-    for p in model.parameters():  # random weights, so every input matters
-        torch.nn.init.normal_(p, std=0.1)
-    return model
+def dit(make_dit):
+    return make_dit(std=0.1)  # random weights, so every input matters
 
 
 def denoise(dit, state, seed=0):
@@ -77,7 +72,7 @@ def test_f1_layout_indices_reproduce_framepack():
     assert idx["indices_latents_history_2x"].tolist() == [17, 18]
     assert idx["indices_latents"].tolist() == list(range(20, 29))
     # FramePack-F1: indices = arange(0, 1+16+2+1+9).split([1, 16, 2, 1, 9])
-    start, i4, i2, i1, win = torch.arange(29).split([1, 16, 2, 1, 9])
+    start, _, _, i1, win = torch.arange(29).split([1, 16, 2, 1, 9])
     assert torch.equal(idx["indices_latents"], win) and torch.equal(idx["indices_latents_clean"], torch.cat([start, i1]))
 
 
@@ -137,7 +132,7 @@ def test_short_history_is_zero_filled_like_framepack():
     "section, window, clean, two, four",
     [
         # 3rd section (n=2) of a window-9 video: frames 19..27, history 0..18, start at 0.
-        (2, list(range(19, 28)), [0, 18], [16, 17], list(range(0, 16))),
+        (2, list(range(19, 28)), [0, 18], [16, 17], list(range(16))),
         # 50th section (n=49): s = 1 + 49 * 9 = 442.
         (49, list(range(442, 451)), [0, 441], [439, 440], list(range(423, 439))),
     ],
@@ -211,7 +206,7 @@ def test_absolute_mode_changes_backbone_output(dit):
 
 
 @pytest.mark.parametrize("fusion, psi_len_0, psi_len", [("A", 7 + 5, 4), ("B", 7 + 5, 7 + 5), ("C", 7 + 5 + 4, 7 + 5 + 4)])
-def test_fusion_shapes_masks_and_fixed_size_over_200_updates(fusion, psi_len_0, psi_len):
+def test_fusion_shapes_masks_and_fixed_size_over_20_updates(fusion, psi_len_0, psi_len):
     torch.manual_seed(0)
     sp = SemanticPack(small_sp(fusion=fusion), CFG)
     cond = conditioning(batch=2, valid=(7, 3))
@@ -223,10 +218,10 @@ def test_fusion_shapes_masks_and_fixed_size_over_200_updates(fusion, psi_len_0, 
         expected_mask0 = torch.cat([expected_mask0, torch.zeros(2, 4, dtype=torch.bool)], dim=1)
     assert torch.equal(state.psi_mask, expected_mask0)
     with torch.no_grad():
-        for n in range(200):
+        for n in range(20):  # the shape is checked after every update: 20 prove the recurrence keeps it
             state.update(randn(2, C, WINDOW, H, W, seed=n))
             assert state.psi.shape == (2, psi_len, 32)
-    assert state.section == 200 and torch.isfinite(state.psi).all()
+    assert state.section == 20 and torch.isfinite(state.psi).all()
     if fusion == "A":
         assert state.psi_mask.all()
     else:  # text padding stays masked; C's visual slots are now valid
@@ -296,16 +291,16 @@ def test_semantic_pack_off_is_bit_identical_to_plain_f1(dit):
     ):
         for n, (clean, clean_2x, clean_4x) in enumerate(framepack_f1_reference(start, sections, WINDOW)):
             idx = torch.arange(0, 1 + 16 + 2 + 1 + WINDOW).split([1, 16, 2, 1, WINDOW])
-            plain = dict(
-                encoder_hidden_states=cond["text"], encoder_attention_mask=cond["text_mask"],
-                pooled_projections=cond["pooled"], image_embeds=cond["image"],
-                latents_clean=clean, indices_latents_clean=torch.cat([idx[0], idx[3]]),
-                latents_history_2x=clean_2x, indices_latents_history_2x=idx[2],
-                latents_history_4x=clean_4x, indices_latents_history_4x=idx[1], indices_latents=idx[4],
-            )
+            plain = {
+                "encoder_hidden_states": cond["text"], "encoder_attention_mask": cond["text_mask"],
+                "pooled_projections": cond["pooled"], "image_embeds": cond["image"],
+                "latents_clean": clean, "indices_latents_clean": torch.cat([idx[0], idx[3]]),
+                "latents_history_2x": clean_2x, "indices_latents_history_2x": idx[2],
+                "latents_history_4x": clean_4x, "indices_latents_history_4x": idx[1], "indices_latents": idx[4],
+            }
             with torch.no_grad():
                 x = randn(1, C, WINDOW, H, W, seed=50 + n)
-                common = dict(hidden_states=x, timestep=torch.tensor([600.0]), guidance=torch.tensor([6000.0]))
+                common = {"hidden_states": x, "timestep": torch.tensor([600.0]), "guidance": torch.tensor([6000.0])}
                 assert torch.equal(dit(**common, **state.context()), dit(**common, **plain))
             state.update(sections[n])
 

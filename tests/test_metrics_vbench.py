@@ -341,6 +341,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.distributed
 def test_ddp_two_processes_equal_single_process(tmp_path):
     out, port = tmp_path / "result.pt", str(free_port())
     procs = [subprocess.Popen([sys.executable, str(WORKER), str(rank), "2", port, str(out)], cwd=WORKER.parent,

@@ -2,24 +2,14 @@
 
 import pytest
 import torch
+from toy_setup import DEBUG_FOR_PIXEL4, pixel4_encoders, start_image
 
-from lvg.config import DiTConfig
 from lvg.models.dit import PackedDiT
-from lvg.models.encoders import Encoders, PixelCodec, ToyImageEncoder, ToyTextEncoder
 from lvg.models.memory_pack import MemoryPackConfig
 from lvg.sampling.offload import enable_block_offload
 from lvg.sampling.pipeline import LongVideoPipeline, SamplingConfig
 
-CFG = DiTConfig.from_name("debug", in_channels=48, out_channels=48, text_embed_dim=64, pooled_projection_dim=64,
-                          image_proj_dim=48, num_layers=2, num_single_layers=2)
-
-
-def make_dit(seed=0):
-    torch.manual_seed(seed)
-    dit = PackedDiT(CFG).eval()
-    for p in dit.parameters():
-        torch.nn.init.normal_(p, std=0.05)
-    return dit
+DIT = dict(std=0.05, num_layers=2, num_single_layers=2, **DEBUG_FOR_PIXEL4)  # make_dit(**DIT)
 
 
 def inputs(seed=0):
@@ -38,8 +28,8 @@ def blocks(dit):
 
 
 @torch.no_grad()
-def test_offloaded_blocks_are_loaded_only_while_they_run_and_outputs_are_identical():
-    dit = make_dit()
+def test_offloaded_blocks_are_loaded_only_while_they_run_and_outputs_are_identical(make_dit):
+    dit = make_dit(**DIT)
     expected = dit(**inputs())
     handle = enable_block_offload(dit, "cpu", prefetch=True)
     stored = {id(p): p.data_ptr() for b in blocks(dit) for p in b.parameters()}
@@ -57,8 +47,8 @@ def test_offloaded_blocks_are_loaded_only_while_they_run_and_outputs_are_identic
 
 
 @torch.no_grad()
-def test_remove_restores_the_model_and_enable_is_idempotent():
-    dit = make_dit()
+def test_remove_restores_the_model_and_enable_is_idempotent(make_dit):
+    dit = make_dit(**DIT)
     expected = dit(**inputs())
     handle = enable_block_offload(dit, "cpu")
     assert enable_block_offload(dit, "cpu") is handle and dit.block_offload is handle
@@ -72,10 +62,10 @@ def test_remove_restores_the_model_and_enable_is_idempotent():
 
 
 @torch.no_grad()
-def test_moving_the_whole_model_leaves_offloaded_blocks_in_host_memory():
+def test_moving_the_whole_model_leaves_offloaded_blocks_in_host_memory(make_dit):
     """What a Lightning strategy does before lvg test / predict: module.to(device) moves everything but the blocks
     (the meta device stands in for a GPU here); after remove() the blocks move again."""
-    dit = make_dit()
+    dit = make_dit(**DIT)
     outer = torch.nn.ModuleDict({"dit": dit, "other": torch.nn.Linear(2, 2)})
     handle = enable_block_offload(dit, "cpu")
     outer.to("meta")
@@ -89,13 +79,12 @@ def test_moving_the_whole_model_leaves_offloaded_blocks_in_host_memory():
     assert all(p.device.type == "meta" for p in outer.parameters())
 
 
-def test_pipeline_with_offload_generates_the_same_video_and_reports_the_execution_device():
+def test_pipeline_with_offload_generates_the_same_video_and_reports_the_execution_device(make_dit):
     def pipeline(offload):
-        encoders = Encoders(PixelCodec(4), ToyTextEncoder(64), ToyImageEncoder(), frame_size=(32, 32))
-        return LongVideoPipeline(make_dit(), MemoryPackConfig(window=3, rope_time_mode="absolute"), encoders,
-                                 sampling=SamplingConfig(steps=2, offload=offload), device="cpu")
+        return LongVideoPipeline(make_dit(**DIT), MemoryPackConfig(window=3, rope_time_mode="absolute"),
+                                 pixel4_encoders(), sampling=SamplingConfig(steps=2, offload=offload), device="cpu")
 
-    image = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    image = start_image()
     plain, offloaded = pipeline(False), pipeline(True)
     assert offloaded.dit.block_offload is not None and offloaded._device_dtype()[0] == torch.device("cpu")
     a = plain(image, ["a red circle"], num_sections=2, fps=8, progress=False)

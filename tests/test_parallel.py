@@ -11,10 +11,8 @@ import lightning as L
 import pytest
 import torch
 from fsdp_worker import MAX_GRAD_NORM
-from toy_setup import datamodule, module
+from toy_setup import module, replay_ranks_in_one_process
 
-from lvg.data.datamodule import VideoShardDataset, collate_videos
-from lvg.data.shards import read_index
 from lvg.training import DirectForcingModule, TeacherForcingModule
 from lvg.training.parallel import FSDPStrategy, clip_grad_norm
 
@@ -36,39 +34,18 @@ def run_worker(root, out, stage, *extra):
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 
-def single_process_reference(cls, root, ranks):
-    """What DDP computes: per step, each rank's video loss averaged over its own sections, then over ranks."""
-    L.seed_everything(0)
-    reference = module(cls, max_grad_norm=MAX_GRAD_NORM)
-    index = read_index(root / "shards")
-    dataset = VideoShardDataset(root / "shards", sorted(index["videos"], key=lambda v: v["id"]))
-    by_id = {v["id"]: i for i, v in enumerate(dataset.videos)}
-    optimizers = reference.configure_optimizers()
-    optimizer, scheduler = optimizers["optimizer"], optimizers["lr_scheduler"]["scheduler"]
-    for step in range(2):
-        for rank in range(2):
-            batch = collate_videos([dataset[by_id[ranks[rank]["videos"][step]]]])
-            reference.video_gradients(batch, reference.step_generator(step, rank),
-                                      lambda loss, **kw: loss.backward(**kw), contextlib.nullcontext)
-        for p in reference.trainable_parameters():
-            p.grad /= 2
-        norm = torch.nn.utils.clip_grad_norm_(reference.trainable_parameters(), MAX_GRAD_NORM)
-        assert norm > MAX_GRAD_NORM  # clipping is active, so the sharded norm is checked too
-        optimizer.step()
-        optimizer.zero_grad()
-        scheduler.step()
-    return reference
-
-
+@pytest.mark.distributed
 @pytest.mark.parametrize("stage, cls", [("teacher", TeacherForcingModule), ("direct", DirectForcingModule)])
-def test_fsdp_two_processes_equal_single_process_average(stage, cls, toy_root, tmp_path):  # noqa: F811
+def test_fsdp_two_processes_equal_single_process_average(stage, cls, toy_root, tmp_path):
     ckpt = tmp_path / "ckpt"
     ranks = run_worker(toy_root, tmp_path, stage, *([ckpt] if stage == "teacher" else []))
     assert ranks[0]["step"] == ranks[1]["step"] == 2
     assert ranks[0]["videos"] != ranks[1]["videos"]  # data sharded by rank
     # videos of different lengths: without aligned section passes the ranks' reduce-scatters would hang
     assert ranks[0]["sections"] != ranks[1]["sections"]
-    reference = single_process_reference(cls, toy_root, ranks)
+    # per step, each rank's video loss averaged over its own sections, then over ranks
+    reference, norms = replay_ranks_in_one_process(cls, toy_root, ranks, max_grad_norm=MAX_GRAD_NORM)
+    assert all(norm > MAX_GRAD_NORM for norm in norms)  # clipping is active, so the sharded norm is checked too
     # wrap policy: every DiT parameter is sharded (blocks + root unit), SemanticPack stays replicated
     assert ranks[0]["sharded"] == sum(1 for _ in reference.dit.parameters())
     for key, value in reference.state_dict().items():
@@ -81,17 +58,14 @@ def test_fsdp_two_processes_equal_single_process_average(stage, cls, toy_root, t
             torch.testing.assert_close(stage2.state_dict()[key], value, rtol=1e-5, atol=1e-6, msg=key)
 
 
-def test_padded_section_passes_leave_gradients_unchanged(toy_root):  # noqa: F811
+def test_padded_section_passes_leave_gradients_unchanged(toy_batch):
     """Extra passes at loss weight 0 (FSDP's aligned section count) add nothing to any gradient."""
-    dm = datamodule(toy_root)
-    dm.setup("fit")
-    batch = collate_videos([dm.train_set[0]])
     grads = []
     for extra in (0, 2):
         L.seed_everything(0)
         model = module(TeacherForcingModule)
-        sections = model.num_sections(batch)
-        losses, _ = model.video_gradients(batch, model.step_generator(0, 0), lambda loss, **kw: loss.backward(**kw),
+        sections = model.num_sections(toy_batch)
+        losses, _ = model.video_gradients(toy_batch, model.step_generator(0, 0), lambda loss, **kw: loss.backward(**kw),
                                           contextlib.nullcontext, passes=sections + extra)
         assert len(losses) == sections
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})

@@ -3,36 +3,21 @@
 import numpy as np
 import pytest
 import torch
+from toy_setup import DEBUG_FOR_PIXEL4, pixel4_encoders, start_image
 
 from lvg.config import DiTConfig
-from lvg.models.dit import PackedDiT
-from lvg.models.encoders import Encoders, PixelCodec, ToyImageEncoder, ToyTextEncoder
 from lvg.models.memory_pack import MemoryPackConfig
 from lvg.sampling import teacache
 from lvg.sampling.pipeline import LongVideoPipeline, SamplingConfig
 from lvg.sampling.teacache import HUNYUAN_VIDEO_COEFFICIENTS, TeaCache
 
-CFG = DiTConfig.from_name("debug", in_channels=48, out_channels=48, text_embed_dim=64, pooled_projection_dim=64,
-                          image_proj_dim=48)
+CFG = DiTConfig.from_name("debug", **DEBUG_FOR_PIXEL4)
 STEPS = 10
 
 
-def make_dit(seed=0):
-    torch.manual_seed(seed)
-    dit = PackedDiT(CFG).eval()
-    for p in dit.parameters():
-        torch.nn.init.normal_(p, std=0.05)
-    return dit
-
-
 def make_pipeline(dit, **sampling):
-    encoders = Encoders(PixelCodec(4), ToyTextEncoder(64), ToyImageEncoder(), frame_size=(32, 32))
-    return LongVideoPipeline(dit, MemoryPackConfig(window=3, rope_time_mode="absolute"), encoders,
+    return LongVideoPipeline(dit, MemoryPackConfig(window=3, rope_time_mode="absolute"), pixel4_encoders(),
                              sampling=SamplingConfig(steps=STEPS, **sampling))
-
-
-def image():
-    return torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
 
 
 def count_block_passes(dit):
@@ -43,13 +28,13 @@ def count_block_passes(dit):
 
 
 @pytest.fixture(scope="module")
-def dit():
-    return make_dit()
+def dit(make_dit):
+    return make_dit(std=0.05, **DEBUG_FOR_PIXEL4)
 
 
 @pytest.fixture(scope="module")
 def plain(dit):
-    return make_pipeline(dit)(image(), ["a red circle"], num_sections=2, fps=8, progress=False)
+    return make_pipeline(dit)(start_image(), ["a red circle"], num_sections=2, fps=8, progress=False)
 
 
 def test_skip_rule_accumulates_the_rescaled_change_and_reuses_the_residual(dit):
@@ -75,7 +60,7 @@ def test_skip_rule_accumulates_the_rescaled_change_and_reuses_the_residual(dit):
 def test_off_and_a_vanishing_threshold_are_exact(dit, plain):
     tiny = make_pipeline(dit, teacache_threshold=1e-12)
     passes = count_block_passes(tiny.dit)
-    out = tiny(image(), ["a red circle"], num_sections=2, fps=8, progress=False)
+    out = tiny(start_image(), ["a red circle"], num_sections=2, fps=8, progress=False)
     tiny.dit.transformer_blocks[0]._forward_hooks.clear()
     assert passes["n"] == 2 * STEPS and torch.equal(out, plain)
 
@@ -83,7 +68,7 @@ def test_off_and_a_vanishing_threshold_are_exact(dit, plain):
 def test_positive_threshold_skips_steps_and_stays_close(dit, plain):
     pipe = make_pipeline(dit, teacache_threshold=0.3)
     passes = count_block_passes(pipe.dit)
-    out = pipe(image(), ["a red circle"], num_sections=2, fps=8, progress=False)
+    out = pipe(start_image(), ["a red circle"], num_sections=2, fps=8, progress=False)
     pipe.dit.transformer_blocks[0]._forward_hooks.clear()
     assert 4 <= passes["n"] < 2 * STEPS  # at least the first and last step of each section
     error = (out.float() - plain.float()).abs()
@@ -102,7 +87,7 @@ def test_caches_are_fresh_per_section_and_per_cfg_branch(dit, monkeypatch):
 
     monkeypatch.setattr(TeaCache, "__call__", recording)
     pipe = make_pipeline(dit, teacache_threshold=0.5, cfg_scale=3.0)
-    pipe(image(), ["a red circle"], num_sections=2, fps=8, progress=False)
+    pipe(start_image(), ["a red circle"], num_sections=2, fps=8, progress=False)
     caches = list({id(cache): cache for cache, _, _ in log}.values())
     assert len(caches) == 4  # 2 sections x (cond, uncond)
     for cache in caches:

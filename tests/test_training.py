@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from toy_setup import CONFIGS, DEBUG_FOR_TOY, WINDOW, datamodule, module, trainer
+from toy_setup import CONFIGS, DEBUG_FOR_TOY, WINDOW, datamodule, module, replay_ranks_in_one_process, trainer
 
 from lvg.cli import main
 from lvg.media import read_video
@@ -193,19 +192,17 @@ def test_direct_forcing_history_is_previous_one_step_estimate_and_one_step_per_v
         expected = x_sigma - sigma.view(-1, 1, 1, 1, 1) * v  # x0_hat of the section just trained
         torch.testing.assert_close(history, expected, rtol=0, atol=1e-6)
     after = model.state_dict()
-    for key in before:
-        changed = not torch.equal(before[key], after[key])
+    for key, value in before.items():
+        changed = not torch.equal(value, after[key])
         assert changed == key.startswith(("dit.norm_out.", "dit.proj_out.")), key
 
 
 @pytest.mark.parametrize("cls", [TeacherForcingModule, DirectForcingModule])
-def test_sections_per_step_scores_that_many_random_sections(cls, toy_root, monkeypatch):
+def test_sections_per_step_scores_that_many_random_sections(cls, toy_data, monkeypatch):
     """Teacher Forcing runs the DiT only on the scored sections (the others are ground-truth history);
     Direct Forcing still predicts every section's history, without gradients for the unscored ones."""
     model = module(cls, sections_per_step=1)
-    dm = datamodule(toy_root)
-    dm.setup("fit")
-    batch = next(iter(dm.train_dataloader()))
+    batch = next(iter(toy_data.train_dataloader()))
     sections = model.num_sections(batch)
     assert sections >= 3
     calls, backwards, updates = [], [], []
@@ -333,15 +330,14 @@ def test_sample_video_logger_lands_in_the_tensorboard_event_file(toy_root, tmp_p
     assert {"sample/drift", "sample/mean_section_0", "sample/mean_section_1"} <= set(events.Tags()["scalars"])
 
 
-def test_sample_video_logger_takes_its_inputs_from_the_batches_of_any_datamodule(toy_root):
+def test_sample_video_logger_takes_its_inputs_from_the_batches_of_any_datamodule(toy_data):
     """The logger reads no shard files: start frames and captions come from the first training batches (which
     every datamodule's collate gives: shards, litdata chunks, raw clips), then stay fixed and go into checkpoints."""
     from lvg.callbacks import SampleVideoLogger
     from lvg.data.datamodule import collate_videos
     from lvg.models.encoders import PixelCodec
 
-    data = datamodule(toy_root)
-    data.setup("fit")
+    data = toy_data
     items = [data.train_set[i] for i in range(3)]
     codec = data.encoders().codec
     callback = SampleVideoLogger(num_videos=2)
@@ -384,19 +380,16 @@ def test_lvg_predict_writes_one_video_per_suite_job(tmp_path, monkeypatch):
         main([*predict, f"--data.init_args.predict_suite={bad}"])
 
 
+@pytest.mark.distributed
 @pytest.mark.parametrize("stage, cls", [("teacher", TeacherForcingModule), ("direct", DirectForcingModule)])
 def test_ddp_two_processes_equal_single_process_gradient_averaging(stage, cls, toy_root, tmp_path):
     """2 CPU processes (gloo DDP) == one process averaging the same two videos' gradients per step."""
-    import contextlib
     import subprocess
     import sys
 
-    from lvg.data.datamodule import VideoShardDataset, collate_videos
-    from lvg.data.shards import read_index
-
     worker = Path(__file__).parent / "ddp_worker.py"
     result = subprocess.run([sys.executable, str(worker), str(toy_root), str(tmp_path), stage, "2"],
-                            capture_output=True, text=True, cwd=Path(__file__).parent, timeout=600)
+                            check=False, capture_output=True, text=True, cwd=Path(__file__).parent, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
     assert ranks[0]["step"] == ranks[1]["step"] == 2
@@ -404,24 +397,7 @@ def test_ddp_two_processes_equal_single_process_gradient_averaging(stage, cls, t
     for key, value in ranks[0]["state"].items():
         assert torch.equal(value, ranks[1]["state"][key]), key  # replicas stay identical
 
-    L.seed_everything(0)
-    reference = module(cls)
-    index = read_index(toy_root / "shards")
-    dataset = VideoShardDataset(toy_root / "shards", sorted(index["videos"], key=lambda v: v["id"]))
-    by_id = {v["id"]: i for i, v in enumerate(dataset.videos)}
-    optimizers = reference.configure_optimizers()
-    optimizer, scheduler = optimizers["optimizer"], optimizers["lr_scheduler"]["scheduler"]
-    for step in range(2):
-        for rank in range(2):
-            batch = collate_videos([dataset[by_id[ranks[rank]["videos"][step]]]])
-            reference.video_gradients(batch, reference.step_generator(step, rank),
-                                      lambda loss, **kw: loss.backward(**kw), contextlib.nullcontext)
-        for p in reference.trainable_parameters():
-            p.grad /= 2
-        torch.nn.utils.clip_grad_norm_(reference.trainable_parameters(), reference.hparams.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad()
-        scheduler.step()
+    reference, _ = replay_ranks_in_one_process(cls, toy_root, ranks)
     for key, value in reference.state_dict().items():
         torch.testing.assert_close(ranks[0]["state"][key], value, rtol=1e-5, atol=1e-6, msg=key)
 
