@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from lvg.data import scan
 from lvg.data.datamodule import ToyWorldDataModule, VideoShardDataset, collate_videos
-from lvg.data.prepare import TOY_PREPARE, PrepareConfig
+from lvg.data.prepare import TOY_PREPARE, PrepareConfig, prepare_shards
 from lvg.data.reader import VideoReadError
 from lvg.data.shards import read_index
 from lvg.data.toy_world import ToyWorldConfig
@@ -293,16 +294,16 @@ def test_filter_decisions_are_cached_across_epochs_and_runs(raw_manifest, tmp_pa
     from lvg.data.dynamism import DynamismConfig
 
     scans, reads = [], []
-    scan_video, read_clip = streaming.scan_video, streaming.read_clip
-    monkeypatch.setattr(streaming, "scan_video", lambda task: scans.append(task.id) or scan_video(task))
+    scan_video, read_clip = scan.scan_video, streaming.read_clip
+    monkeypatch.setattr(scan, "scan_video", lambda task, *a: scans.append(task.id) or scan_video(task, *a))
     monkeypatch.setattr(streaming, "read_clip", lambda path, *a, **k: reads.append(path) or read_clip(path, *a, **k))
 
     # score the toy videos once, then set the static-shot bound between the 2nd and 3rd lowest score
     whole = PrepareConfig(min_latent_frames=2, split_shots=False)  # the toy videos are single shots
     probe = raw(raw_manifest, tmp_path / "probe", prepare=whole)
     probe.setup("fit")
-    motion = {e["clips"][0]["motion"]: key.split("|")[0] for key, e in
-              json.loads((tmp_path / "probe" / "filter_cache.json").read_text()).items() if e["clips"]}
+    records = [json.loads(line) for line in (tmp_path / "probe" / "prepare_log.jsonl").read_text().splitlines()]
+    motion = {r["shots"][0]["motion"]: r["path"] for r in records if r["shots"]}
     low = sorted(motion)
     config = dataclasses.replace(whole, dynamism=DynamismConfig(lower=(low[1] + low[2]) / 2))
     rejected = {motion[s] for s in low[:2]}
@@ -358,3 +359,61 @@ def test_sample_video_logger_inputs_are_the_same_from_litdata_raw_clips_and_shar
     for datamodule in (streaming(litdata_dir, shuffle=False), clips):
         (images, prompts), (expected_images, expected_prompts) = inputs(datamodule)
         assert prompts == expected_prompts and prompts[0] and torch.equal(images, expected_images)
+
+
+def log_records(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_raw_clips_take_lvg_prepares_scans_and_drop_what_it_drops(raw_manifest, tmp_path, monkeypatch):
+    """One scan log: a directory lvg prepare wrote, used as cache_dir, is not scanned again and gives the
+    same clips and the same drops (codes and reasons); a log the datamodule wrote is one lvg prepare reads."""
+    prepared = tmp_path / "prepared"
+    dm = raw(raw_manifest, prepared)
+    index = prepare_shards(raw_manifest, prepared, dm.encoders(), TOY_PREPARE)
+    scans = []
+    scan_video = scan.scan_video
+    monkeypatch.setattr(scan, "scan_video", lambda task, *a: scans.append(task.id) or scan_video(task, *a))
+    dm.setup("fit")
+    assert scans == []  # every video, the two bad files too, decided by lvg prepare's log
+    assert dm.skipped == index["skipped"] and [s["id"] for s in dm.skipped] == ["empty", "text"]
+    assert [c.id for c in dm.train_set.clips] == [v["id"] for v in index["videos"]]
+
+    cache = tmp_path / "cache"  # the other way: the datamodule's log, then lvg prepare into that directory
+    raw(raw_manifest, cache).setup("fit")
+    assert len(scans) == 7
+    again = prepare_shards(raw_manifest, cache, dm.encoders(), TOY_PREPARE)
+    assert again == index  # scan records without encode results: lvg prepare encodes every video
+    assert len(scans) == 14
+
+
+def test_a_video_that_crashes_its_worker_is_skipped_as_in_lvg_prepare(raw_manifest, tmp_path, monkeypatch):
+    from test_prepare import crash_on_toy_0001  # the spawned worker imports it: from a module lighter than this one
+
+    monkeypatch.setattr(scan, "scan_video", crash_on_toy_0001)
+    dm = raw(raw_manifest, tmp_path / "cache", num_workers=1)
+    dm.setup("fit")
+    assert dm.skipped[2] == {"id": "toy_0001", "reason": f"worker_crash: {scan.WORKER_CRASH}"}
+    assert [s["id"] for s in dm.skipped] == ["empty", "text", "toy_0001"]  # only the video that crashed
+    assert [c.id for c in dm.train_set.clips] == [i for i in shard_ids() if i != "toy_0001"]
+    assert "toy_0001" not in {r["id"] for r in log_records(tmp_path / "cache" / "prepare_log.jsonl")}
+    monkeypatch.undo()  # not recorded: the next run scans it again, and only it
+    scans = []
+    scan_video = scan.scan_video
+    monkeypatch.setattr(scan, "scan_video", lambda task, *a: scans.append(task.id) or scan_video(task, *a))
+    dm = raw(raw_manifest, tmp_path / "cache")
+    dm.setup("fit")
+    assert scans == ["toy_0001"] and len(dm.train_set) == 5
+
+
+def test_a_damaged_scan_log_is_rescanned_with_a_warning(raw_manifest, tmp_path, caplog):
+    raw(raw_manifest, tmp_path / "cache").setup("fit")
+    log_file = tmp_path / "cache" / "prepare_log.jsonl"
+    lines = log_file.read_text().splitlines()
+    log_file.write_text("\n".join(["not json", *lines[1:], lines[0][:20]]))  # one damaged line, one torn
+    dm = raw(raw_manifest, tmp_path / "cache")
+    dm.setup("fit")
+    assert "prepare_log.jsonl: 2 damaged lines skipped; those videos are scanned again" in caplog.text
+    now = log_file.read_text().splitlines()
+    assert len(dm.train_set) == 5 and len(now) == len(lines) + 2  # the torn line ended, the first video again
+    assert json.loads(now[-1])["id"] == json.loads(lines[0])["id"]

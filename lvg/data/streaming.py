@@ -11,10 +11,10 @@ Two datamodules yield exactly the batches of :class:`~lvg.data.datamodule.VideoL
   DDP, so every rank takes the same number of steps and no video is seen twice) and reshuffles
   per epoch from ``seed``.
 * :class:`RawClipDataModule` reads a manifest of raw videos: it splits them at shot cuts and
-  filters clips by length and dynamism exactly as ``lvg prepare`` does (:func:`lvg.data.prepare.scan_video`;
-  decisions cached on disk, computed once per video across epochs and runs), then decodes the kept
-  clips in DataLoader workers every epoch and encodes them there or on the training device -- no
-  precomputed latents.
+  filters clips by length and dynamism with ``lvg prepare``'s scan and worker pool
+  (:mod:`lvg.data.scan`; decisions kept in the same log as ``lvg prepare``'s, computed once per video
+  across epochs and runs), then decodes the kept clips in DataLoader workers every epoch and encodes
+  them there or on the training device -- no precomputed latents.
 
 Both resume mid-epoch: the datamodule's ``state_dict`` records how many videos of the epoch this
 rank has trained on (one optimizer step per batch), and a run resumed with ``--ckpt_path``
@@ -27,12 +27,9 @@ Shapes: B videos, C latent channels, F latent frames, h/w latent height/width, L
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -43,8 +40,9 @@ from lvg.config import DTYPES
 from lvg.data.datamodule import EncoderSpec, Progress, VideoLatentDataModule, collate_videos
 from lvg.data.litdata_chunks import require_litdata
 from lvg.data.manifest import validate_manifest
-from lvg.data.prepare import PrepareConfig, Task, encode_clip, resolve_config, scan_video
-from lvg.data.reader import VideoReadError, open_video, resize_to_bucket
+from lvg.data.prepare import PrepareConfig, encode_clip, resolve_config, scan_tasks
+from lvg.data.reader import VideoReadError
+from lvg.data.scan import LOG, Scan, ScanLog, Task, read_clip, scan_all
 from lvg.io import atomic_write_text
 from lvg.models.encoders import Encoders
 
@@ -201,17 +199,6 @@ class RawClip:
     latent_frames: int
 
 
-def read_clip(path: str, start: int, end: int, size: tuple[int, int], chunk: int = 64) -> torch.Tensor:
-    """Frames ``[start, end)`` of a video resized + centre-cropped to ``size``: ``(T, h, w, 3)`` uint8.
-
-    Decoded ``chunk`` frames at a time, so memory holds one chunk at source size (what ``lvg prepare``
-    does for the same clip; the frames are identical).
-    """
-    with open_video(path) as reader:
-        parts = [resize_to_bucket(reader.read(range(i, min(i + chunk, end))), size) for i in range(start, end, chunk)]
-    return torch.cat(parts)
-
-
 class RawClipDataset(torch.utils.data.Dataset):
     """One item = one kept clip, decoded (and, with ``encode``, encoded) when asked for, in a DataLoader worker.
 
@@ -254,7 +241,7 @@ class RawClipDataset(torch.utils.data.Dataset):
             log.warning("skipping clip %s (%d of %d frames decode since the filter scan); using the next clip",
                         clip.id, len(frames), clip.end - clip.start)
         raise VideoReadError(self.clips[i].path, f"none of the {len(self.clips)} clips can be read any more; "
-                             "delete the filter cache to rescan the manifest")
+                             f"delete {LOG} in the cache_dir to rescan the manifest")
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_encoders": None}
@@ -265,75 +252,20 @@ def collate_clips(items: list[dict[str, Any]]) -> dict[str, list]:
     return {key: [it[key] for it in items] for key in ("id", "frames", "caption")}
 
 
-def _clip_decision(task: Task) -> dict[str, Any]:
-    """``lvg prepare``'s scan of one video (decode, split at cuts, filter), without the frames: what the
-    filter cache stores."""
-    scan = scan_video(task)
-    kept = [c for c in scan.clips if c.frames is not None]
-    return {
-        "fps": scan.fps, "frames": scan.frames, "code": scan.code, "reason": scan.reason,
-        "size": list(kept[0].frames.shape[1:3]) if kept else None,
-        "clips": [{"shot": c.shot, "start": c.start, "end": c.end, "motion": c.motion, "code": c.code,
-                   "reason": c.reason} for c in scan.clips],
-    }
-
-
-class _Decide(torch.utils.data.Dataset):
-    """The filter pass as a dataset, so DataLoader workers decode in parallel."""
-
-    def __init__(self, tasks: list[Task]):
-        self.tasks = tasks
-
-    def __len__(self) -> int:
-        return len(self.tasks)
-
-    def __getitem__(self, i: int) -> tuple[str, dict[str, Any]]:
-        return self.tasks[i].id, _clip_decision(self.tasks[i])
-
-
-class FilterCache:
-    """Per-video filter decisions in one JSON file, so the decoding they take is done once.
-
-    An entry is keyed by the video's absolute path, size, modification time and every filter
-    setting (the scan task), so a changed file or setting is scanned again and nothing stale is used.
-    The file is rewritten atomically: an interrupted run loses nothing already saved.
-    """
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.entries: dict[str, dict[str, Any]] = {}
-        if self.path.is_file():
-            try:
-                self.entries = json.loads(self.path.read_text())
-            except json.JSONDecodeError:
-                log.warning("filter cache %s is damaged; every video is scanned again.", self.path)
-
-    @staticmethod
-    def key(task: Task) -> str | None:
-        """The cache key of a scan task; None for a file that cannot be stat'ed (nothing to cache)."""
-        try:
-            stat = os.stat(task.path)
-        except OSError:
-            return None
-        settings = {k: v for k, v in dataclasses.asdict(task).items() if k not in ("id", "path")}
-        digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        return f"{os.path.abspath(task.path)}|{stat.st_size}|{stat.st_mtime_ns}|{digest}"
-
-    def save(self) -> None:
-        atomic_write_text(self.path, json.dumps(self.entries, indent=0, sort_keys=True))
-
-
 class RawClipDataModule(VideoLatentDataModule):
     """Whole clips straight from raw videos: split, filtered, decoded and encoded on the fly.
 
     The same clips, ids and tensors as ``lvg prepare`` with the same :class:`PrepareConfig` would
     write as shards (a video split at cuts gives ``<id>-s<k>``), without storing latents. The scan
-    (decode, cut detection, dynamism) is done once per video in ``prepare_data`` -- in DataLoader
-    worker processes -- and cached in ``cache_dir``; every epoch then decodes only the kept clips,
-    in the loader's workers, and encodes them there or on the training device (``encode_on``).
-    Bad or rejected videos are skipped, counted, logged and listed in ``cache_dir/skipped.json``
-    (``id``, ``reason``); they never stop training. Loader settings, order (``random`` or
-    ``curriculum``), validation split and mid-epoch resume are :class:`VideoLatentDataModule`'s.
+    (:func:`lvg.data.scan.scan_video`: decode, cut detection, dynamism) is done once per video in
+    ``prepare_data`` -- in ``num_workers`` processes of ``lvg prepare``'s pool, so a video that crashes
+    its decoder is skipped as ``worker_crash`` -- and recorded in ``cache_dir/prepare_log.jsonl``, the
+    log ``lvg prepare`` keeps (a prepared shard directory as ``cache_dir`` is not scanned again); every
+    epoch then decodes only the kept clips, in the loader's workers, and encodes them there or on the
+    training device (``encode_on``). Bad or rejected videos are skipped, counted, logged and listed in
+    ``cache_dir/skipped.json`` (``id``, ``reason``, with ``lvg prepare``'s codes); they never stop
+    training. Loader settings, order (``random`` or ``curriculum``), validation split and mid-epoch
+    resume are :class:`VideoLatentDataModule`'s.
     """
 
     def __init__(
@@ -351,7 +283,7 @@ class RawClipDataModule(VideoLatentDataModule):
             encoders: the encoders clips are encoded with.
             prepare: ``lvg prepare``'s filter settings (shot cuts, dynamism, buckets, ...); None: its
                 defaults. ``min_latent_frames`` left unset takes this datamodule's.
-            cache_dir: where the filter cache (``filter_cache.json``) and ``skipped.json`` are written.
+            cache_dir: where the scan log (``prepare_log.jsonl``) and ``skipped.json`` are written.
             encode_on: ``worker``: clips are encoded in the loader's workers (CPU; right for small
                 encoders such as the toy ones); ``device``: workers only decode, and each batch is
                 encoded once it is on the training device (the VAE and text encoders live on the GPU,
@@ -374,66 +306,55 @@ class RawClipDataModule(VideoLatentDataModule):
         if encoders is None:
             raise ValueError("RawClipDataModule needs encoders to encode clips: set encoders.kind (toy, framepack-f1).")
         config = resolve_config(self.prepare_config or PrepareConfig(), encoders, self.min_latent_frames)
-        min_frames = max(config.min_frames, encoders.codec.num_pixel_frames(config.min_latent_frames))
         report = validate_manifest(self.manifest)
         refused = [{"id": issue.id or issue.where, "reason": f"bad_row: {issue}"} for issue in report.issues]
-        tasks = [Task(row["id"], row["video_path"], row.get("start"), row.get("end"), min_frames, config.max_frames,
-                      config.buckets, 2 * encoders.codec.spatial_factor,
-                      config.cuts if config.split_shots else None,
-                      config.dynamism if config.filter_dynamism else None) for row in report.rows]
-        return config, report.rows, tasks, refused
+        return config, report.rows, scan_tasks(report.rows, config, encoders.codec), refused
 
-    def scan(self, tasks: list[Task], cache: FilterCache) -> dict[str, dict[str, Any]]:
-        """The decision of every task by video id: from ``cache``, or scanned (in ``num_workers`` DataLoader
-        workers) and saved to it."""
-        keys = {t.id: FilterCache.key(t) for t in tasks}
-        decisions = {t.id: cache.entries[keys[t.id]] for t in tasks if keys[t.id] in cache.entries}
-        todo = [t for t in tasks if t.id not in decisions]
-        if not todo:
-            return decisions
-        log.info("scanning %d videos for shot cuts and dynamism (cached in %s)", len(todo), cache.path)
-        loader = torch.utils.data.DataLoader(_Decide(todo), batch_size=None, num_workers=self.num_workers)
-        for done, (video_id, decision) in enumerate(loader, start=1):
-            decisions[video_id] = decision
-            if keys[video_id] is not None:  # a missing file has no key: it is not cached (and costs nothing)
-                cache.entries[keys[video_id]] = decision
-            if done % 64 == 0:  # a long first scan that is interrupted keeps what it did
-                cache.save()
-        cache.save()
-        return decisions
+    def scan(self, tasks: list[Task], scan_log: ScanLog) -> dict[str, Scan]:
+        """The scan of every task by video id: from ``scan_log``, or scanned (in ``num_workers`` processes of
+        ``lvg prepare``'s pool) and recorded there."""
+        scans = {t.id: scan for t in tasks if (scan := scan_log.scan(t)) is not None}
+        todo = [t for t in tasks if t.id not in scans]
+        if todo:
+            log.info("scanning %d videos for shot cuts and dynamism (recorded in %s)", len(todo), scan_log.path)
+        for scan in scan_all(todo, self.num_workers, keep_frames=False):
+            scans[scan.id] = scan
+            # a missing file has no stat and a crash no answer: neither is recorded, a later run tries again
+            if scan.stat is not None:
+                scan_log.append(scan.record())
+        return scans
 
     def prepare_data(self) -> None:
-        """The filter pass (once per node, before any process trains): fills the cache."""
+        """The filter pass (once per node, before any process trains): fills the scan log."""
         _, _, tasks, _ = self._plan()
-        self.scan(tasks, FilterCache(self.cache_dir / "filter_cache.json"))
+        self.scan(tasks, ScanLog(self.cache_dir / LOG))
 
     def setup(self, stage: str | None = None) -> None:
         if stage in ("predict", "test"):
             return
         config, rows, tasks, skipped = self._plan()
-        # all from the cache when prepare_data ran; scanned here when used without a Trainer
-        decisions = self.scan(tasks, FilterCache(self.cache_dir / "filter_cache.json"))
+        # all from the log when prepare_data ran; scanned here when used without a Trainer
+        scans = self.scan(tasks, ScanLog(self.cache_dir / LOG))
         codec = self.encoders().codec
         clips: list[RawClip] = []
         for row in rows:
-            decision = decisions[row["id"]]
-            if decision["code"]:
-                skipped.append({"id": row["id"], "reason": f"{decision['code']}: {decision['reason']}"})
+            scan = scans[row["id"]]
+            if scan.code:
+                skipped.append({"id": row["id"], "reason": f"{scan.code}: {scan.reason}"})
                 continue
-            split = len(decision["clips"]) > 1
-            for c in decision["clips"]:
-                clip_id = f"{row['id']}-s{c['shot']}" if split else row["id"]
-                if c["code"]:
-                    skipped.append({"id": clip_id, "reason": f"{c['code']}: {c['reason']}"})
+            for c in scan.clips:
+                clip_id = scan.clip_id(c)
+                if c.code:
+                    skipped.append({"id": clip_id, "reason": f"{c.code}: {c.reason}"})
                     continue
-                latent_frames = codec.num_latent_frames(c["end"] - c["start"])
+                latent_frames = codec.num_latent_frames(c.end - c.start)
                 if latent_frames < self.min_latent_frames:
                     skipped.append({"id": clip_id, "reason": f"too_short: {latent_frames} latent frames < "
                                                               f"min_latent_frames={self.min_latent_frames}"})
                     continue
-                end = c["start"] + codec.num_pixel_frames(latent_frames)  # e.g. 4N - 3 frames for a causal VAE
-                clips.append(RawClip(clip_id, row["video_path"], c["start"], end, tuple(decision["size"]),
-                                     row["caption"], latent_frames))
+                end = c.start + codec.num_pixel_frames(latent_frames)  # e.g. 4N - 3 frames for a causal VAE
+                clips.append(RawClip(clip_id, row["video_path"], c.start, end, scan.size, row["caption"],
+                                     latent_frames))
         self.skipped = sorted(skipped, key=lambda s: s["id"])
         if self.trainer is None or self.trainer.is_global_zero:
             atomic_write_text(self.cache_dir / "skipped.json", json.dumps(self.skipped, indent=1))
