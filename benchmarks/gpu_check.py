@@ -52,7 +52,9 @@ from lvg.config import DiTConfig
 from lvg.models.dit import PackedDiT
 from lvg.models.memory_pack import MemoryPackConfig, MemoryPackState
 from lvg.models.semantic_pack import SemanticPack
-from lvg.plan import IMAGE_TOKENS, TEXT_TOKENS, build_module, load_config
+from lvg.cli.configs import build_model
+from lvg.cli.lightning import LvgCLI
+from lvg.plan import IMAGE_TOKENS, TEXT_TOKENS
 from lvg.sampling.offload import enable_block_offload
 from lvg.sampling.pipeline import LongVideoPipeline, SamplingConfig
 from lvg.training.base import StageModule
@@ -423,7 +425,7 @@ def check_stage2_memory(sizes: Sizes, config: Path, plan: Background) -> dict[st
     planned = plan.plan()  # long finished: it started with the run
     reset_peak(device)
     with torch.device("meta"):
-        module: StageModule = build_module(load_config(str(config))["model"])
+        module: StageModule = build_model(LvgCLI.read(["--config", str(config)]).as_dict()["model"])
     _, build_s = timed(device, lambda: materialise(module, device, sizes.stage2_frozen_dtype))
     # fp32 master copies of what trains, as in a real run (AdamW updates at lr 1e-5 vanish in bf16).
     module.setup("fit")

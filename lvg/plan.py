@@ -28,17 +28,11 @@ Memory rules (bytes per parameter; N = ``--devices`` under FSDP):
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import Tensor, nn
-from torch._subclasses.fake_tensor import FakeTensorMode
 
 from lvg.config import DIT_PRESETS
 from lvg.models.dit import PackedDiT
@@ -113,37 +107,6 @@ class Plan:
 
 
 # --- building the module -------------------------------------------------------------------------
-
-
-def load_config(path: str) -> dict[str, Any]:
-    """The ``model:`` (and ``data:``) sections of a ``lvg fit`` YAML config."""
-    file = Path(path)
-    if not file.is_file():
-        raise PlanError(f"--config {path}: no such file; pass a stage config such as configs/framepack_f1/stage1.yaml.")
-    try:
-        config = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as err:
-        raise PlanError(f"--config {path}: not valid YAML ({err}).") from err
-    model = (config or {}).get("model") if isinstance(config, dict) else None
-    if not isinstance(model, dict) or "class_path" not in model:
-        raise PlanError(f"--config {path}: needs a `model:` section with `class_path` and `init_args`.")
-    return config
-
-
-def build_module(model: dict[str, Any]) -> nn.Module:
-    """Instantiate a ``model:`` section (class_path + init_args) without weights; call under FakeTensorMode."""
-    from jsonargparse import ArgumentParser
-
-    from lvg.training.base import StageModule
-
-    init_args = {**model.get("init_args", {}), "pretrained": None, "init_from": None}
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_subclass_arguments(StageModule, "model")
-    try:
-        cfg = parser.parse_object({"model": {"class_path": model["class_path"], "init_args": init_args}})
-        return parser.instantiate(cfg).model
-    except Exception as err:  # jsonargparse reports unknown fields / classes as various error types
-        raise PlanError(f"model section: {err}") from err
 
 
 def block_bytes(dit: PackedDiT, bytes_per_param: int) -> int:
@@ -381,7 +344,7 @@ def format_plan(plan: Plan, title: str) -> str:
     return "\n".join(lines)
 
 
-def _default_latent(model: dict[str, Any], data: dict[str, Any] | None, preset: str) -> tuple[int, int]:
+def _default_latent(data: dict[str, Any] | None, preset: str) -> tuple[int, int]:
     frame = (data or {}).get("init_args", {}).get("frame_size")
     in_channels = DIT_PRESETS[preset].in_channels if preset in DIT_PRESETS else 16
     factor = 8 if in_channels == 16 else 2  # HunyuanVideo VAE vs the toy PixelCodec (space-to-depth by 2)
@@ -390,60 +353,40 @@ def _default_latent(model: dict[str, Any], data: dict[str, Any] | None, preset: 
     return (60, 104) if preset == "framepack-f1" else (16, 16)
 
 
-def plan_main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="lvg plan", description="Memory per GPU of a training or generation config.")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--config", help="a stage YAML config (its model: and data: sections are read)")
-    source.add_argument("--model", choices=sorted(DIT_PRESETS), help="a DiT preset (trainable: all, window 9)")
-    parser.add_argument("--strategy", choices=("single", "ddp", "fsdp"), default=None,
-                        help="default: fsdp when the config's trainer uses FSDPStrategy, else single / ddp by devices")
-    parser.add_argument("--devices", type=int, default=None, help="GPUs (default: the config's trainer.devices)")
-    parser.add_argument("--precision", choices=sorted(DTYPE_BYTES), default=None)
-    parser.add_argument("--mode", choices=("train", "generate"), default="train")
-    parser.add_argument("--offload", action="store_true", help="generate: keep only 2 blocks on the GPU")
-    parser.add_argument("--latent", type=int, nargs=2, metavar=("H", "W"), help="latent size (default: from frame_size)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    args = parser.parse_args(argv)
+def plan_stage(
+    module: nn.Module, trainer: dict[str, Any], data: dict[str, Any] | None, *, strategy: str | None = None,
+    devices: int | None = None, precision: str | None = None, mode: str = "train", offload: bool = False,
+    latent: tuple[int, int] | None = None,
+) -> Plan:
+    """The memory plan of a stage module with its config's ``trainer:`` and ``data:`` sections; options left
+    None come from the config. Call it inside the ``FakeTensorMode`` the module was built in
+    (``lvg.cli.configs.build_model``), so a 13B model costs no memory."""
+    init = module.hparams
+    strategy_spec = trainer.get("strategy")
+    strategy_cfg = str(strategy_spec.get("class_path", "")) if isinstance(strategy_spec, dict) else str(strategy_spec or "")
+    devices = devices or (trainer.get("devices") if isinstance(trainer.get("devices"), int) else 1)
+    strategy = strategy or ("fsdp" if "FSDP" in strategy_cfg else ("ddp" if devices > 1 else "single"))
+    precision = precision or ("bf16-mixed" if "bf16" in str(trainer.get("precision") or "bf16-mixed") else "32")
+    fsdp_ckpt = isinstance(strategy_spec, dict) and (strategy_spec.get("init_args") or {}).get(
+        "activation_checkpointing", False)
+    preset = init.get("dit", "toy")
+    latent = tuple(latent) if latent else _default_latent(data, preset)
+    sp = getattr(module, "semantic_pack", None)
+    memory = sp.cfg.memory_tokens if sp is not None else 0
+    dtype = torch.bfloat16 if precision == "bf16-mixed" or mode == "generate" else torch.float32
+    mp = module.memory_pack_config
+    memory_grad = sp is not None and any(p.requires_grad for p in sp.parameters())
+    if mode == "generate":  # a block's working set, measured as what training would save of it
+        module.requires_grad_(True)
+        memory_grad = True
     try:
-        if args.config:
-            config = load_config(args.config)
-            trainer = config.get("trainer") or {}
-            model, data, title = config["model"], config.get("data"), args.config
-        else:
-            trainer, model, data, title = {}, {"class_path": "lvg.training.TeacherForcingModule",
-                                               "init_args": {"dit": args.model}}, None, args.model
-        init = model.get("init_args", {})
-        strategy_cfg = str((trainer.get("strategy") or {}).get("class_path", "")) if isinstance(
-            trainer.get("strategy"), dict) else str(trainer.get("strategy") or "")
-        devices = args.devices or (trainer.get("devices") if isinstance(trainer.get("devices"), int) else 1)
-        strategy = args.strategy or ("fsdp" if "FSDP" in strategy_cfg else ("ddp" if devices > 1 else "single"))
-        precision = args.precision or ("bf16-mixed" if "bf16" in str(trainer.get("precision", "bf16-mixed")) else "32")
-        fsdp_ckpt = isinstance(trainer.get("strategy"), dict) and trainer["strategy"].get("init_args", {}).get(
-            "activation_checkpointing", False)
-        with FakeTensorMode():
-            module = build_module(model)
-            preset = init.get("dit", "toy")
-            latent = tuple(args.latent) if args.latent else _default_latent(model, data, preset)
-            sp = getattr(module, "semantic_pack", None)
-            memory = sp.cfg.memory_tokens if sp is not None else 0
-            dtype = torch.bfloat16 if precision == "bf16-mixed" or args.mode == "generate" else torch.float32
-            mp = module.memory_pack_config
-            memory_grad = sp is not None and any(p.requires_grad for p in sp.parameters())
-            if args.mode == "generate":  # a block's working set, measured as what training would save of it
-                module.requires_grad_(True)
-                memory_grad = True
-            try:
-                activations = measure_activations(module.dit, mp.window, latent, memory, dtype=dtype,
-                                                  history_sizes=mp.history_sizes, memory_requires_grad=memory_grad)
-            except (RuntimeError, NotImplementedError) as err:  # an op FakeTensor cannot run: say so and estimate
-                cfg = module.dit.config
-                video = (mp.window + sum(mp.history_sizes)) * latent[0] * latent[1] // cfg.patch_size**2
-                activations = analytic_activations(module.dit, video, TEXT_TOKENS + IMAGE_TOKENS + memory,
-                                                   torch.finfo(dtype).bits // 8)
-                activations.method += f" (FakeTensor failed: {type(err).__name__}: {err})"
-            plan = make_plan(module, activations, strategy=strategy, devices=devices, precision=precision,
-                             mode=args.mode, offload=args.offload,
-                             gradient_checkpointing=bool(init.get("gradient_checkpointing") or fsdp_ckpt))
-    except PlanError as err:
-        sys.exit(f"lvg plan: {err}")
-    print(json.dumps(plan.to_dict(), indent=2) if args.json else format_plan(plan, title))
+        activations = measure_activations(module.dit, mp.window, latent, memory, dtype=dtype,
+                                          history_sizes=mp.history_sizes, memory_requires_grad=memory_grad)
+    except (RuntimeError, NotImplementedError) as err:  # an op FakeTensor cannot run: say so and estimate
+        cfg = module.dit.config
+        video = (mp.window + sum(mp.history_sizes)) * latent[0] * latent[1] // cfg.patch_size**2
+        activations = analytic_activations(module.dit, video, TEXT_TOKENS + IMAGE_TOKENS + memory,
+                                           torch.finfo(dtype).bits // 8)
+        activations.method += f" (FakeTensor failed: {type(err).__name__}: {err})"
+    return make_plan(module, activations, strategy=strategy, devices=devices, precision=precision, mode=mode,
+                     offload=offload, gradient_checkpointing=bool(init.get("gradient_checkpointing") or fsdp_ckpt))

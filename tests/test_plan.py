@@ -9,7 +9,10 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from lvg.config import DIT_PRESETS
 from lvg.models.dit import DualStreamBlock, SingleStreamBlock
-from lvg.plan import PlanError, build_module, load_config, make_plan, measure_activations, plan_main
+from lvg.cli import main as lvg_main
+from lvg.cli.configs import build_model
+from lvg.cli.tools import plan_main
+from lvg.plan import PlanError, make_plan, measure_activations
 
 NO_SEMANTIC = {"enabled": False}
 
@@ -34,7 +37,7 @@ MODE = FakeTensorMode()
 
 def build(dit: str = "debug", **init_args):
     with MODE:
-        return build_module({"class_path": "lvg.training.TeacherForcingModule",
+        return build_model({"class_path": "lvg.training.TeacherForcingModule",
                              "init_args": {"dit": dit, "semantic_pack": NO_SEMANTIC, **init_args}})
 
 
@@ -144,15 +147,18 @@ def test_plan_main_prints_a_table_and_json(capsys):
 
 
 def test_config_errors_are_clear(tmp_path):
-    with pytest.raises(SystemExit, match="missing.yaml: no such file"):
-        plan_main(["--config", str(tmp_path / "missing.yaml")])
+    with pytest.raises(SystemExit, match="lvg plan: error: --config .*missing.yaml: no such file"):
+        lvg_main(["plan", "--config", str(tmp_path / "missing.yaml")])
     bad = tmp_path / "bad.yaml"
     bad.write_text("trainer: {devices: 1}\n")
-    with pytest.raises(PlanError, match="needs a `model:` section"):
-        load_config(str(bad))
-    bad.write_text("model:\n  class_path: lvg.training.TeacherForcingModule\n  init_args: {dit: nope}\n")
-    with pytest.raises(SystemExit, match="nope"):
-        plan_main(["--config", str(bad)])
+    with pytest.raises(SystemExit, match="lvg plan: error: .*model"):
+        lvg_main(["plan", "--config", str(bad)])
+    bad.write_text("model:\n  class_path: lvg.training.TeacherForcingModule\n  init_args: {dit: nope}\n"
+                   "data: {class_path: lvg.data.datamodule.ToyWorldDataModule}\n")
+    with pytest.raises(SystemExit, match="lvg plan: error: .*nope"):
+        lvg_main(["plan", "--config", str(bad)])
+    with pytest.raises(SystemExit, match="exactly one of --config"):
+        lvg_main(["plan"])
 
 
 def test_falls_back_to_the_analytic_formula_and_says_so(monkeypatch, capsys):

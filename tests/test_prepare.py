@@ -2,14 +2,16 @@
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from lvg.data import prepare as prep
-from lvg.data.prepare import PrepareConfig, PrepareError, prepare_main, prepare_shards
+from lvg.cli.tools import prepare_main
+from lvg.data import scan as scan_module
+from lvg.data.prepare import PrepareConfig, PrepareError, prepare_shards
 from lvg.data.shards import read_index, read_shard
 from lvg.data.toy_world import ToyWorldConfig, generate_toy_world, render_video, sample_video_spec
 from lvg.media import read_video, write_video
@@ -19,7 +21,7 @@ CONFIGS = Path(__file__).parent.parent / "configs"
 TOY = ToyWorldConfig(num_videos=3, min_seconds=2.0, max_seconds=3.0)  # 16-24 frames of 32x32 at 8 fps
 # Input checks only: toy videos are single shots (no cut detection), no dynamism filter, a section is 8 frames.
 PLAIN = PrepareConfig(min_latent_frames=8, split_shots=False, filter_dynamism=False)
-ORIGINAL_SCAN = prep.scan_video
+ORIGINAL_SCAN = scan_module.scan_video
 
 
 def encoders() -> Encoders:
@@ -224,11 +226,11 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(toy, tmp_path, m
 
     scanned = []
 
-    def counting_scan(task):
+    def counting_scan(task, *args):
         scanned.append(task.id)
-        return ORIGINAL_SCAN(task)
+        return ORIGINAL_SCAN(task, *args)
 
-    monkeypatch.setattr(prep, "scan_video", counting_scan)
+    monkeypatch.setattr(scan_module, "scan_video", counting_scan)
     codec = CountingCodec()
     prepare_shards(manifest, out, counting(codec), PLAIN)
     assert scanned == ["toy_0001", "toy_0002", "broken"] and codec._calls == 2
@@ -255,6 +257,49 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(toy, tmp_path, m
     with pytest.raises(PrepareError, match=r"prepared with other encoders"):
         prepare_shards(manifest, out, encoders(), PLAIN)
 
+
+
+def test_a_log_written_before_the_scan_records_still_resumes(toy, tmp_path, monkeypatch):
+    manifest = write_manifest(tmp_path / "m.jsonl", toy_rows(toy))
+    out = tmp_path / "shards"
+    prepare_shards(manifest, out, encoders(), PLAIN)
+    old_keys = {"id", "stat", "fps", "frames", "code", "reason", "clips", "dropped"}  # the log's lines until now
+    lines = [json.loads(line) for line in (out / "prepare_log.jsonl").read_text().splitlines()]
+    (out / "prepare_log.jsonl").write_text("".join(json.dumps({k: e[k] for k in old_keys}) + "\n" for e in lines))
+    index_bytes = (out / "index.json").read_bytes()
+    scanned = []
+    monkeypatch.setattr(scan_module, "scan_video", lambda task, *a: scanned.append(task.id) or ORIGINAL_SCAN(task, *a))
+    prepare_shards(manifest, out, encoders(), PLAIN)
+    assert scanned == [] and (out / "index.json").read_bytes() == index_bytes
+
+
+def crash_on_toy_0001(task, *args):
+    """scan_video, except that the worker dies on toy_0001 (what a decoder segfault looks like to the pool).
+    Module-level in a light module: the spawned worker imports it from here (test_streaming uses it too)."""
+    if task.id == "toy_0001":
+        os._exit(1)
+    return ORIGINAL_SCAN(task, *args)
+
+
+def crash_always(task, *args):
+    os._exit(1)
+
+
+def test_a_worker_crash_fails_only_its_video_and_is_retried(toy, tmp_path, monkeypatch):
+    manifest = write_manifest(tmp_path / "m.jsonl", toy_rows(toy))
+    out = tmp_path / "shards"
+    monkeypatch.setattr(scan_module, "scan_video", crash_on_toy_0001)
+    index = prepare_shards(manifest, out, encoders(), PLAIN, workers=1)
+    assert outcomes(out) == {"toy_0000": "kept", "toy_0001": "worker_crash", "toy_0002": "kept"}
+    assert [s["id"] for s in index["skipped"]] == ["toy_0001"]
+    monkeypatch.undo()
+    prepare_shards(manifest, out, encoders(), PLAIN)  # not logged: retried
+    assert set(outcomes(out).values()) == {"kept"}
+
+    monkeypatch.setattr(scan_module, "scan_video", crash_always)  # workers that never finish a video stop the run
+    with pytest.raises(ValueError, match="worker processes die before finishing any video"):
+        prepare_shards(write_manifest(tmp_path / "two.jsonl", toy_rows(toy)[:2]), tmp_path / "none", encoders(),
+                       PLAIN, workers=1)
 
 
 def test_too_long_by_header_and_by_range(toy, tmp_path):
@@ -289,12 +334,14 @@ def test_cli_takes_the_data_section_of_a_training_config(toy, tmp_path, capsys):
     rows = toy_rows(toy)
     manifest = write_manifest(tmp_path / "m.jsonl", rows + [{"id": "gone", "video": "gone.mp4", "caption": "x"}])
     args = ["--config", str(CONFIGS / "teacher_forcing.yaml"), "--manifest", str(manifest), "--no_progress",
-            "--data.init_args.min_latent_frames=17", "--prepare.split_shots=false"]
-    prepare_main([*args, "--out", str(tmp_path / "out")])  # model:, trainer:, seed_everything: are ignored
+            "--prepare.min_latent_frames=17"]
+    # model:, trainer:, seed_everything: (and the recipe they build on, `base:`) are ignored
+    prepare_main([*args, "--out", str(tmp_path / "out")])
     index = read_index(tmp_path / "out")
     lengths = {r["id"]: r["num_frames"] for r in rows}
     assert [v["id"] for v in index["videos"]] == sorted(k for k, n in lengths.items() if n >= 17)
-    assert index["prepare"]["min_latent_frames"] == 17  # the datamodule's section length
+    assert index["prepare"]["min_latent_frames"] == 17
+    assert index["prepare"]["split_shots"] is False  # the rest: the toy datamodule's own prepare_settings()
     assert "gone" in outcomes(tmp_path / "out")
     with pytest.raises(PrepareError, match="gone"):
         prepare_main([*args, "--out", str(tmp_path / "strict"), "--strict"])

@@ -225,6 +225,11 @@ class VideoLatentDataModule(L.LightningDataModule):
             self._encoders = self.encoder_spec.build()
         return self._encoders
 
+    def prepare_settings(self):
+        """Default ``lvg prepare`` filters for this data (a ``PrepareConfig``; None: prepare's own defaults).
+        ``lvg prepare`` applies them under what its configs and flags say."""
+        return None
+
     def _suite_loader(self, suite: str) -> DataLoader:
         """Jobs of a suite, start images at the training frame size, split across processes without the
         padding duplicates of a plain DistributedSampler (every job is generated and scored once)."""
@@ -292,11 +297,18 @@ class ToyWorldDataModule(VideoLatentDataModule):
         self.root, self.toy, self.codec_factor, self.text_dim = Path(root), toy, codec_factor, text_dim
         self.benchmark_seconds, self.benchmark_videos = dict(benchmark_seconds), benchmark_videos
 
+    def prepare_settings(self):
+        """The toy world's filters: single shots by construction, every length kept (training drops
+        what is shorter than its own ``min_latent_frames``)."""
+        from lvg.data.prepare import TOY_PREPARE
+
+        return TOY_PREPARE
+
     def prepare_data(self) -> None:
-        from lvg.data.prepare import TOY_PREPARE, prepare_shards  # the decoding stack loads only when preparing
+        from lvg.data.prepare import prepare_shards  # the decoding stack loads only when preparing
 
         manifest = generate_toy_world(self.root, self.toy)
-        prepare_shards(manifest, self.shard_dir, self.encoders(), TOY_PREPARE)
+        prepare_shards(manifest, self.shard_dir, self.encoders(), self.prepare_settings())
 
     def test_dataloader(self) -> DataLoader:
         """``test_suite`` if set, else the embedded suite: held-out toy-world start frames with their truth

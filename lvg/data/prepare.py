@@ -12,9 +12,10 @@ The ``data:`` section of a training config names the datamodule; its ``encoders(
 ``shard_dir`` receives the shards (``--out`` overrides), so a dataset is prepared with the same
 YAML it is trained with. Other top-level keys of that YAML (``model``, ``trainer``, ...) are ignored.
 
-Where the work happens: ``--workers N`` processes (``spawn``) open, decode, cut, filter and resize
-videos on the CPU; the main process encodes the kept clips with the encoders where they live (the
-VAE on its GPU) and writes the shards. ``--workers 0`` does everything in the main process.
+Where the work happens: ``--workers N`` processes (``spawn``; :func:`lvg.data.scan.scan_all`, the
+scan the raw-clip datamodule uses too) open, decode, cut, filter and resize videos on the CPU; the
+main process encodes the kept clips with the encoders where they live (the VAE on its GPU) and writes
+the shards. ``--workers 0`` does everything in the main process.
 
 Clips: a video without cuts keeps its ``id``; a video split at cuts gives ``<id>-s<k>`` (``k`` = shot
 number in the video, counting dropped shots too, so ids do not move when filters change). Shard
@@ -30,10 +31,13 @@ too short to train on), ``static`` / ``chaotic`` (the dynamism filter), ``worker
 ``--strict`` raises at the first input error (the first six) naming the item.
 
 Resume: shards are written atomically; after a video's shards, one line is appended to
-``prepare_log.jsonl`` (its clips, drops and the file's size and mtime). A rerun skips the videos
-logged with an unchanged file and existing shards -- also those that gave no clip, so they are not
-decoded again -- and redoes the rest (a torn last log line is ignored; ``worker_crash`` and
-``encode_error`` are not logged, so they are retried). ``index.json`` is rebuilt
+``prepare_log.jsonl`` (:class:`lvg.data.scan.ScanLog`: the video's scan record -- the file's size and
+mtime, the settings, its shots -- plus its clips and drops). A rerun skips the videos logged with an
+unchanged file and settings and existing shards -- also those that gave no clip, so they are not
+decoded again -- and redoes the rest (a torn or damaged log line is skipped with a warning;
+``worker_crash`` and ``encode_error`` are not logged, so they are retried). Logs written before the
+scan record existed still resume. A raw-clip datamodule whose ``cache_dir`` is this directory
+takes its scans from the same log. ``index.json`` is rebuilt
 from the log every ``index_every`` videos and at the end, so training sees only finished shards.
 A finished directory reprepared does nothing but rewrite ``index.json`` and the report
 (``prepare_report.json`` + ``prepare_report.md``). Settings and encoders are stamped in
@@ -46,39 +50,31 @@ import dataclasses
 import json
 import logging
 import math
-import multiprocessing
-import os
-import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import numpy as np
 import torch
-import yaml
 from tqdm.auto import tqdm
 
 from lvg.config import DTYPES
-from lvg.data.cuts import CutDetectorConfig, detect_cuts, split_shots
-from lvg.data.dynamism import DynamismConfig, analysis_frames, dynamism_verdict, measure_motion, sample_stride
+from lvg.data.cuts import CutDetectorConfig
+from lvg.data.dynamism import DynamismConfig
 from lvg.data.manifest import validate_manifest
-from lvg.data.reader import VideoReadError, bucket_size, open_video, resize_to_bucket
+from lvg.data.scan import LOG, Scan, ScanLog, Task, precheck, scan_all
 from lvg.data.shards import FORMAT, INDEX, describe, write_shard
 from lvg.io import atomic_write_text
-from lvg.models.encoders import Encoders, encoders_of
+from lvg.models.encoders import Encoders
 
 log = logging.getLogger(__name__)
 
-LOG = "prepare_log.jsonl"
 STAMP = "prepare.json"
 REPORT = "prepare_report"
 # Problems of the input itself (what --strict stops at); the other reasons are filter decisions.
 INPUT_ERRORS = ("bad_row", "missing_file", "empty_file", "unreadable", "too_long", "too_short")
-CHUNK = 64  # frames decoded (and resized) at a time
 
 
 class PrepareError(ValueError):
@@ -121,220 +117,15 @@ class PrepareConfig:
 TOY_PREPARE = PrepareConfig(min_latent_frames=2, split_shots=False)
 
 
-# --- per video: decode, cut, filter, resize (worker side) ----------------------------------------
-
-
-@dataclass(frozen=True)
-class Task:
-    """What a worker needs to scan one video (picklable)."""
-
-    id: str
-    path: str
-    start: float | None
-    """Seconds; None: from the first frame."""
-    end: float | None
-    """Seconds; None: to the last frame."""
-    min_frames: int
-    """Pixel frames of the shortest clip kept (one training section)."""
-    max_frames: int
-    buckets: list[tuple[int, int]] | None
-    multiple: int
-    """Without buckets, frame sides are rounded down to a multiple of this (codec factor x DiT patch)."""
-    cuts: CutDetectorConfig | None
-    """None: no shot splitting."""
-    dynamism: DynamismConfig | None
-    """None: no dynamism filter (scores are still measured for the report)."""
-
-
-@dataclass
-class Clip:
-    """One shot of a video: kept (``frames`` set) or dropped (``code`` and ``reason`` set)."""
-
-    shot: int
-    start: int
-    """First frame in the source file."""
-    end: int
-    """One past the last frame in the source file."""
-    frames: torch.Tensor | None = None  # (T, h, w, 3) uint8, resized to the bucket
-    motion: float | None = None
-    code: str | None = None
-    reason: str | None = None
-
-
-@dataclass
-class Scan:
-    """A worker's answer for one video."""
-
-    id: str
-    fps: float = 0.0
-    frames: int = 0
-    """Frames decoded (inside ``start``/``end``)."""
-    clips: list[Clip] = field(default_factory=list)
-    code: str | None = None
-    """Why the whole video was refused, or None."""
-    reason: str | None = None
-
-
-class _Refused(Exception):
-    def __init__(self, code: str, reason: str):
-        super().__init__(reason)
-        self.code, self.reason = code, reason
-
-
-class _Decoded(NamedTuple):
-    frames: torch.Tensor
-    """``(T, h, w, 3)`` uint8: the task's time range resized to its bucket."""
-    samples: torch.Tensor
-    """Every ``sample_stride``-th frame of the range at the dynamism filter's analysis size, uncropped:
-    the filter judges the picture, not the bucket's centre (a thin frame's motion may lie outside it)."""
-    fps: float
-    first: int
-    """The range's first frame index."""
-    source_size: tuple[int, int]
-
-
-def _decode(task: Task) -> _Decoded:
-    """Decode ``task``'s time range chunk by chunk (memory holds bucket-size frames and small samples only)."""
-    dynamism = task.dynamism or DynamismConfig()
-    with open_video(task.path) as reader:
-        info = reader.info  # frame count and rate checked against the stream, not the header's word
-        stride = sample_stride(info.fps, dynamism)
-        if info.num_frames > task.max_frames:
-            raise _Refused("too_long", f"{info.num_frames} frames > max_frames={task.max_frames}")
-        first, last = reader.range_indices(task.start or 0.0, task.end) if task.start or task.end else (0, None)
-        if task.buckets:
-            size = bucket_size(info.height, info.width, task.buckets)
-        else:
-            size = (info.height - info.height % task.multiple, info.width - info.width % task.multiple)
-        if min(size) < task.multiple:
-            raise _Refused("unreadable", f"frame size {info.height}x{info.width} is too small to encode")
-        stop_at = info.num_frames if last is None else min(last, info.num_frames)
-        chunks, samples, index = [], [], first
-        while index < min(stop_at, reader.info.num_frames):
-            stop = min(index + CHUNK, stop_at, reader.info.num_frames)
-            try:
-                frames = reader.read(range(index, stop))
-            except VideoReadError:
-                if reader.info.num_frames >= stop:
-                    raise
-                continue  # the decoder ended before the index (a corrupt tail); the reader now knows the real count
-            chunks.append(resize_to_bucket(frames, size))
-            samples.append(analysis_frames(frames[(first - index) % stride :: stride], dynamism))
-            index = stop
-    if not chunks:
-        raise _Refused("unreadable", f"no frame decodes in frames [{first}, {last})")
-    return _Decoded(torch.cat(chunks), torch.cat(samples), float(info.fps), first, (info.height, info.width))
-
-
-def scan_video(task: Task) -> Scan:
-    """Decode one video, split it at cuts and decide for every shot (runs in a worker process)."""
-    scan = Scan(task.id)
-    try:
-        video, samples, scan.fps, first, source_size = _decode(task)
-        scan.frames = total = len(video)
-        dynamism = task.dynamism or DynamismConfig()
-        stride = sample_stride(scan.fps, dynamism)
-        if total < task.min_frames:
-            raise _Refused("too_short", f"{total} frame{'s' * (total != 1)} < {task.min_frames} (one training section)")
-        shots = split_shots(total, detect_cuts(video, task.cuts), 1) if task.cuts is not None else [(0, total)]
-        for k, (s, e) in enumerate(shots):
-            clip = Clip(k, first + s, first + e)
-            scan.clips.append(clip)
-            if e - s < task.min_frames:
-                clip.code, clip.reason = "short_shot", f"shot of {e - s} frames < {task.min_frames} (one training section)"
-                continue
-            # the samples inside the shot; they are one sample apart already (fps = the sampling rate)
-            shot_samples = samples[-(-s // stride) : -(-e // stride)]
-            motion = measure_motion(shot_samples, dynamism, fps=dynamism.sample_fps, source_size=source_size)
-            clip.motion = motion.score
-            verdict = dynamism_verdict(motion, task.dynamism) if task.dynamism is not None else None
-            if verdict is not None:  # "static: ..." or "chaotic: ..."
-                clip.code, clip.reason = verdict.split(":", 1)[0], verdict
-            else:
-                clip.frames = video[s:e]
-    except _Refused as refused:
-        scan.code, scan.reason, scan.clips = refused.code, refused.reason, []
-    except VideoReadError as err:  # names the file and the reason: not a video, truncated, no video stream ...
-        scan.code, scan.reason, scan.clips = "unreadable", str(err), []
-    except Exception as err:  # noqa: BLE001 -- decoders raise many types on damaged media; one bad file must not stop the run
-        scan.code, scan.reason, scan.clips = "unreadable", f"{type(err).__name__}: {err}", []
-    return scan
-
-
-def _init_worker() -> None:
-    torch.set_num_threads(1)  # N workers share the CPU; decoding threads are the codec's own
-
-
-def scan_all(tasks: list[Task], workers: int) -> Iterator[Scan]:
-    """Scans of ``tasks``: in this process (``workers=0``) or a spawn pool with a few tasks in flight
-    per worker (memory stays bounded). A crashed worker (segfault, out of memory) fails the tasks in
-    flight, not the run; a fresh pool takes the rest. Two pools in a row that finish nothing stop the run."""
-    if workers <= 0:
-        yield from map(scan_video, tasks)
-        return
-    queue, idle_pools = list(reversed(tasks)), 0
-    while queue:
-        if idle_pools == 2:
-            raise PrepareError("decoding worker processes die before finishing any video; run with --workers 0 "
-                               "to see the error in this process.")
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
-        pending: dict[Future, Task] = {}
-        broken = False
-        idle_pools += 1
-        try:
-            while queue or pending:
-                while queue and len(pending) < 2 * workers and not broken:
-                    task = queue.pop()
-                    pending[pool.submit(scan_video, task)] = task
-                if not pending:
-                    break
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    task = pending.pop(future)
-                    try:
-                        scan = future.result()
-                        idle_pools = 0
-                    except BrokenProcessPool:  # the tasks in flight are lost with the pool, not logged: a rerun retries
-                        broken = True
-                        scan = Scan(task.id, code="worker_crash",
-                                    reason="the worker process died (crash or out of memory) while on this video")
-                    yield scan
-        finally:  # also when the caller stops early (--strict, Ctrl-C): drop the queued tasks
-            pool.shutdown(wait=True, cancel_futures=True)
+def scan_tasks(rows: list[dict[str, Any]], config: PrepareConfig, codec) -> list[Task]:
+    """The scan task of every valid manifest row under resolved ``config`` (:func:`resolve_config`) and ``codec``."""
+    min_frames = max(config.min_frames, codec.num_pixel_frames(config.min_latent_frames))
+    return [Task(row["id"], row["video_path"], row.get("start"), row.get("end"), min_frames, config.max_frames,
+                 config.buckets, 2 * codec.spatial_factor, config.cuts if config.split_shots else None,
+                 config.dynamism if config.filter_dynamism else None, row.get("num_frames")) for row in rows]
 
 
 # --- the run (main process: encode, write, log, report) -------------------------------------------
-
-
-def _stat(path: str) -> list[int]:
-    st = os.stat(path)
-    return [st.st_size, st.st_mtime_ns]
-
-
-def _read_log(path: Path) -> dict[str, dict[str, Any]]:
-    """Finished videos by id. A torn last line (killed mid-write) is ignored and terminated, so the
-    next entry appended starts on a line of its own."""
-    done: dict[str, dict[str, Any]] = {}
-    if not path.is_file():
-        return done
-    text = path.read_text()
-    for line in text.splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        done[entry["id"]] = entry
-    if text and not text.endswith("\n"):
-        with path.open("a") as f:
-            f.write("\n")
-    return done
-
-
-def _append_log(path: Path, entry: dict[str, Any]) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(entry) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def usable_frames(codec, frames: int) -> int:
@@ -368,16 +159,14 @@ def encode_clip(frames: torch.Tensor, caption: str, encoders: Encoders,
 
 
 def _encode(scan: Scan, row: dict[str, Any], encoders: Encoders, out: Path, dtype: torch.dtype) -> dict[str, Any]:
-    """Encode and write the kept clips of one scanned video; return its log entry."""
-    split = len(scan.clips) > 1
-    entry: dict[str, Any] = {"id": row["id"], "stat": _stat(row["video_path"]), "fps": scan.fps,
-                             "frames": scan.frames, "code": scan.code, "reason": scan.reason, "clips": [], "dropped": []}
-    kept = [c for c in scan.clips if c.frames is not None]
-    text = encode_text(row["caption"], encoders, dtype) if kept else {}  # once per video, shared by its shots
+    """Encode and write the kept clips of one scanned video; return its log entry: the scan's record and
+    the encode results (``clips`` written, ``dropped`` shots)."""
+    entry: dict[str, Any] = {**scan.record(), "clips": [], "dropped": []}
+    text = encode_text(row["caption"], encoders, dtype) if scan.kept() else {}  # once per video, shared by its shots
     for clip in scan.clips:
-        clip_id = f"{row['id']}-s{clip.shot}" if split else row["id"]
+        clip_id = scan.clip_id(clip)
         record = {"id": clip_id, "frames": clip.end - clip.start, "motion": clip.motion}
-        if clip.frames is None:
+        if clip.code is not None:
             entry["dropped"].append({**record, "code": clip.code, "reason": clip.reason})
             continue
         usable = usable_frames(encoders.codec, len(clip.frames))
@@ -398,23 +187,9 @@ def _encode(scan: Scan, row: dict[str, Any], encoders: Encoders, out: Path, dtyp
     return entry
 
 
-def _finished(entry: dict[str, Any] | None, row: dict[str, Any], out: Path) -> bool:
-    """A logged video counts as done if its file is unchanged and its shards are all there."""
-    if entry is None or not os.path.isfile(row["video_path"]) or entry["stat"] != _stat(row["video_path"]):
-        return False
-    return all((out / clip["file"]).is_file() for clip in entry["clips"])
-
-
-def _precheck(row: dict[str, Any], max_frames: int) -> tuple[str, str] | None:
-    """Problems found without decoding: (code, reason) or None."""
-    path = Path(row["video_path"])
-    if not path.is_file():
-        return "missing_file", f"{path} {'is a directory' if path.is_dir() else 'does not exist'}"
-    if path.stat().st_size == 0:
-        return "empty_file", f"{path} is empty (0 bytes)"
-    if row.get("num_frames", 0) > max_frames:
-        return "too_long", f"the manifest declares {row['num_frames']} frames > max_frames={max_frames}"
-    return None
+def _finished(entry: dict[str, Any] | None, out: Path) -> bool:
+    """A logged video (its file and settings unchanged: :meth:`ScanLog.entry`) is done if its shards are all there."""
+    return entry is not None and all((out / clip["file"]).is_file() for clip in entry["clips"])
 
 
 def _index(out: Path, stamp: dict[str, Any], entries: Iterable[dict[str, Any]], problems: list[dict]) -> dict:
@@ -492,7 +267,6 @@ def prepare_shards(
     if strict and report.issues:
         raise PrepareError(f"bad manifest row: {report.issues[0]}")
     codec = encoders.codec
-    min_frames = max(config.min_frames, codec.num_pixel_frames(config.min_latent_frames))
     stamp = {"encoders": {"codec": describe(codec), "text_encoder": describe(encoders.text),
                           "image_encoder": None if encoders.image is None else describe(encoders.image)},
              "settings": {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(config))).items()
@@ -501,22 +275,16 @@ def prepare_shards(
 
     problems = [{"id": issue.id or issue.where, "code": "bad_row", "reason": str(issue), "where": issue.where}
                 for issue in report.issues]
-    logged, entries, todo = _read_log(out / LOG), {}, []
-    for row in report.rows:
-        problem = _precheck(row, config.max_frames)
-        if problem is not None:
-            if strict:
-                raise PrepareError(f"{row['id']} ({row['video_path']}): {problem[0]}: {problem[1]}")
-            problems.append({"id": row["id"], "code": problem[0], "reason": problem[1], "where": row["where"]})
-        elif _finished(logged.get(row["id"]), row, out):
-            entries[row["id"]] = logged[row["id"]]
+    scan_log, entries, tasks = ScanLog(out / LOG), {}, []
+    rows = {row["id"]: row for row in report.rows}
+    for task in scan_tasks(report.rows, config, codec):
+        # the scan checks the file first; --strict also checks every file up front, to stop before any decoding
+        if strict and (problem := precheck(task)) is not None:
+            raise PrepareError(f"{task.id} ({task.path}): {problem[0]}: {problem[1]}")
+        if _finished(entry := scan_log.entry(task), out):
+            entries[task.id] = entry
         else:
-            todo.append(row)
-    rows = {row["id"]: row for row in todo}
-    tasks = [Task(row["id"], row["video_path"], row.get("start"), row.get("end"), min_frames,
-                  config.max_frames, config.buckets, 2 * codec.spatial_factor,
-                  config.cuts if config.split_shots else None,
-                  config.dynamism if config.filter_dynamism else None) for row in todo]
+            tasks.append(task)
     dtype = DTYPES[config.dtype]
     bar = tqdm(total=len(tasks), desc="lvg prepare", unit="video", disable=not progress, dynamic_ncols=True)
     try:
@@ -525,12 +293,12 @@ def prepare_shards(
             bar.update()
             if strict and scan.code in INPUT_ERRORS:
                 raise PrepareError(f"{row['id']} ({row['video_path']}): {scan.code}: {scan.reason}")
-            if scan.code == "worker_crash":  # not logged: the next run tries the video again
+            if scan.stat is None:  # a missing file or a worker crash: not logged, the next run tries the video again
                 problems.append({"id": scan.id, "code": scan.code, "reason": scan.reason, "where": row["where"]})
                 continue
             entry = _encode(scan, row, encoders, out, dtype)
             if not any(d["code"] == "encode_error" for d in entry["dropped"]):  # an encoder failure may pass: retried
-                _append_log(out / LOG, entry)
+                scan_log.append(entry)
             entries[row["id"]] = entry
             bar.set_postfix(clips=sum(len(e["clips"]) for e in entries.values()), refresh=False)
             if n % config.index_every == 0:
@@ -638,119 +406,3 @@ def write_report(out: Path, manifest: str | Path, config: PrepareConfig, entries
     atomic_write_text(out / f"{REPORT}.json", json.dumps(report, indent=1))
     atomic_write_text(out / f"{REPORT}.md", _markdown(report))
     return report
-
-
-# --- command line ----------------------------------------------------------------------------------
-
-
-def _parser():
-    from jsonargparse import ActionConfigFile, ActionYesNo, ArgumentParser, set_parsing_settings
-    from lightning.pytorch import LightningDataModule
-
-    set_parsing_settings(docstring_parse_attribute_docstrings=True)  # PrepareConfig's field docs in --help
-    parser = ArgumentParser(
-        prog="lvg prepare",
-        description="Prepare training shards from a video manifest: decode, split at shot cuts, drop clips shorter "
-                    "than a training section or outside the dynamism bounds, resize to a bucket, encode with the "
-                    "datamodule's encoders, write shards + index.json + prepare_report.{json,md}. Resumable. "
-                    "Importers: `lvg prepare import-mira META OUT --root DIR`, `lvg prepare import-sekai ...`.",
-    )
-    parser.add_argument("--config", action=ActionConfigFile,
-                        help="A training YAML (its data: section is used; model, trainer, ... are ignored) or a "
-                             "prepare YAML (configs/prepare/).")
-    parser.add_subclass_arguments(LightningDataModule, "data", required=False,
-                                  help="The datamodule whose encoders() and shard_dir are used.")
-    parser.add_argument("--manifest", type=str | None, default=None, help="The JSONL manifest to prepare.")
-    parser.add_argument("--out", type=str | None, default=None, help="Shard directory (default: data.shard_dir).")
-    parser.add_argument("--workers", type=int, default=0, help="Decoding processes (0: the main process).")
-    parser.add_argument("--strict", action=ActionYesNo, default=False,
-                        help="Stop at the first bad item (non-zero exit).")
-    parser.add_argument("--validate_only", "--validate-only", action=ActionYesNo, default=False,
-                        help="Only check the manifest: list every bad row (file:line, field; missing or empty "
-                             "video files too).")
-    parser.add_argument("--progress", action=ActionYesNo, default=True, help="Show a progress bar.")
-    parser.add_argument("--format", type=Literal["safetensors", "litdata"], default="safetensors",
-                        help="litdata: also convert the shards to litdata chunks in OUT/litdata.")
-    parser.add_class_arguments(PrepareConfig, "prepare", help="Filters and storage settings.")
-    return parser
-
-
-def _known_config(argv: list[str], known: set[str]) -> list[str]:
-    """``argv`` with each ``--config FILE`` narrowed to the keys lvg prepare knows, so a training YAML
-    (with ``model``, ``trainer``, ``seed_everything`` ...) can be passed as it is."""
-    out, i = [], 0
-    while i < len(argv):
-        word = argv[i]
-        if word == "--config" and i + 1 < len(argv) or word.startswith("--config="):
-            value = argv[i + 1] if word == "--config" else word.split("=", 1)[1]
-            i += 2 if word == "--config" else 1
-            if Path(value).is_file():
-                try:
-                    loaded = yaml.safe_load(Path(value).read_text()) or {}
-                except yaml.YAMLError as err:
-                    raise PrepareError(f"--config {value} is not valid YAML ({err}).") from err
-                if not isinstance(loaded, dict):
-                    raise PrepareError(f"--config {value}: expected a mapping of options.")
-                value = yaml.safe_dump({k: v for k, v in loaded.items() if k in known}, sort_keys=False)
-            out += ["--config", value]
-            continue
-        out.append(word)
-        i += 1
-    return out
-
-
-def _import_main(kind: str, argv: list[str]) -> None:
-    from jsonargparse import ActionYesNo, ArgumentParser
-
-    from lvg.data import importers
-
-    parser = ArgumentParser(prog=f"lvg prepare import-{kind}",
-                            description=f"Convert {kind.capitalize()} metadata into an lvg manifest (JSONL); see "
-                                        "lvg.data.importers for the column mapping.")
-    parser.add_argument("meta", type=str, help="Metadata file (.csv, .tsv, .json or .jsonl).")
-    parser.add_argument("out", type=str, help="Manifest to write.")
-    parser.add_argument("--root", type=str | None, default=None,
-                        help="Directory the metadata's video paths are relative to (default: META's directory).")
-    if kind == "mira":
-        parser.add_argument("--caption", type=str, default="dense_caption",
-                            help="Mira column used as the caption (dense_caption, short_caption, ...).")
-    parser.add_argument("--strict", action=ActionYesNo, default=False, help="Stop at the first row that cannot be imported.")
-    cfg = parser.parse_args(argv)
-    extra = {"caption": cfg.caption} if kind == "mira" else {}
-    print(importers.IMPORTERS[kind](cfg.meta, cfg.out, root=cfg.root, strict=cfg.strict, **extra))
-
-
-def prepare_main(argv: list[str]) -> None:
-    """``lvg prepare ...``: see the module docstring. User mistakes raise ValueError."""
-    if argv[:1] in (["import-mira"], ["import-sekai"]):
-        _import_main(argv[0].removeprefix("import-"), argv[1:])
-        return
-    parser = _parser()
-    known = {action.dest.split(".")[0] for action in parser._actions} - {"help", "config"}
-    cfg = parser.parse_args(_known_config(argv, known))
-    if cfg.manifest is None:
-        raise PrepareError("pass --manifest (a JSONL manifest; see `lvg prepare --help`).")
-    if cfg.validate_only:
-        report = validate_manifest(cfg.manifest, check_files=True)
-        print(report)
-        if report.issues:
-            raise PrepareError(f"{cfg.manifest}: {len(report.issues)} problems (listed above).")
-        return
-    if cfg.get("data") is None:
-        raise PrepareError("pass --config <training.yaml> (its data: section names the encoders) "
-                           "or --data.class_path ...")
-    # `instantiate` replaced `instantiate_classes` in jsonargparse 4.49; both exist until 5.0
-    init = getattr(parser, "instantiate", parser.instantiate_classes)(cfg)
-    datamodule = init.data
-    encoders = encoders_of(datamodule)
-    if encoders is None:
-        raise PrepareError(f"{type(datamodule).__name__} does not name its encoders (encoders() returned None); "
-                           "use a datamodule that does (ToyWorldDataModule, FramePackF1DataModule, ...).")
-    out = cfg.out or getattr(datamodule, "shard_dir", None)
-    if out is None:
-        raise PrepareError("pass --out (the datamodule has no shard_dir).")
-    config = resolve_config(init.prepare, encoders, getattr(datamodule, "min_latent_frames", None))
-    index = prepare_shards(cfg.manifest, out, encoders, config, workers=cfg.workers, strict=cfg.strict,
-                           progress=cfg.progress, output_format=cfg.format)
-    print(f"lvg prepare: {len(index['videos'])} clips in {out}, {len(index['skipped'])} items skipped; "
-          f"report: {Path(out) / (REPORT + '.md')}", file=sys.stderr)

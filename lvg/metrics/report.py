@@ -202,21 +202,3 @@ def compare(reports: list[str | Path], names: list[str] | None = None, preferenc
 
         elo = {e["model"]: e["rating"] for e in elo_ratings(read_preferences(preferences))}
     return markdown_tables(rows, higher, elo)
-
-
-def compare_main(argv: list[str]) -> None:
-    """``lvg compare REPORT [REPORT ...]``: several ``lvg test`` reports as rows of one table."""
-    from jsonargparse import ArgumentParser
-
-    parser = ArgumentParser(prog="lvg compare", description=compare_main.__doc__)
-    parser.add_argument("reports", nargs="+", help="report.json files (or their directories) written by lvg test.")
-    parser.add_argument("--names", type=list[str] | None, default=None, help="row names (default: the reports' names).")
-    parser.add_argument("--group", type=str | None, default=None, help="compare one length group (e.g. long).")
-    parser.add_argument("--preferences", type=str | None, default=None,
-                        help="pairwise A/B preferences (JSONL or CSV) for an ELO column; models named as the rows.")
-    parser.add_argument("--output", type=str | None, default=None, help="also write the table to this file.")
-    cfg = parser.parse_args(argv)
-    table = compare(cfg.reports, cfg.names, cfg.preferences, cfg.group)
-    if cfg.output:
-        atomic_write_text(Path(cfg.output), table)
-    print(table)
