@@ -202,3 +202,118 @@ def test_the_lvg_command_prints_one_line_and_no_traceback(tmp_path):
     assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
     assert [line for line in done.stderr.splitlines() if "error" in line] == [
         "lvg: error: trainer.max_stepz: no such option; did you mean 'trainer.max_steps'?"]
+
+
+# --- reading training YAMLs: base composition and the run directory ---------------------------------
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _resolved(*words):
+    from lvg.cli import LvgCLI
+
+    return LvgCLI.read(list(words)).as_dict()
+
+
+def test_base_is_the_same_as_an_earlier_config(tmp_path):
+    """``base: recipe.yaml`` in a file == ``--config recipe.yaml --config file``: jsonargparse's own merge
+    (nested keys merge, init_args survive a class_path change)."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub/recipe.yaml").write_text(
+        "trainer: {max_steps: 7, log_every_n_steps: 3}\n"
+        "model: {class_path: lvg.training.TeacherForcingModule, init_args: {warmup_steps: 77, lr: 0.5}}\n"
+        "data: {class_path: lvg.data.datamodule.ToyWorldDataModule, init_args: {root: data/x}}\n")
+    body = "trainer: {max_steps: 9}\nmodel: {class_path: lvg.training.DirectForcingModule, init_args: {lr: 0.1}}\n"
+    (tmp_path / "stage.yaml").write_text("base: sub/recipe.yaml\n" + body)
+    (tmp_path / "plain.yaml").write_text(body)
+    composed = _resolved("--config", str(tmp_path / "stage.yaml"))
+    layered = _resolved("--config", str(tmp_path / "sub/recipe.yaml"), "--config", str(tmp_path / "plain.yaml"))
+    composed.pop("config"), layered.pop("config")  # the files read: the stage's body is passed as text
+    assert composed == layered
+    assert composed["trainer"]["max_steps"] == 9 and composed["trainer"]["log_every_n_steps"] == 3
+    assert composed["model"]["class_path"] == "lvg.training.DirectForcingModule"
+    assert composed["model"]["init_args"]["lr"] == 0.1 and composed["model"]["init_args"]["warmup_steps"] == 77
+    assert composed["data"]["init_args"]["root"] == "data/x"
+
+
+def test_a_bad_base_is_one_line_naming_the_file(tmp_path, capsys):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    (tmp_path / "c.yaml").write_text("base: missing.yaml\n")
+    (tmp_path / "d.yaml").write_text("base: {x: 1}\n")
+    for name, message in [("a", "includes itself"), ("c", "missing.yaml"), ("d", "must be a config path")]:
+        with pytest.raises(SystemExit) as exit_:
+            main(["fit", "--config", str(tmp_path / f"{name}.yaml")])
+        assert str(exit_.value.code).startswith("lvg: error: --config ") and message in exit_.value.code
+
+
+def test_the_toy_stages_share_one_recipe():
+    """The three toy stages differ only in what makes them a stage; model and data come from the recipe."""
+    stages = {n: _resolved("--config", str(CONFIGS / f"{n}.yaml"))
+              for n in ("teacher_forcing", "direct_forcing", "student_forcing")}
+    recipe = _resolved("--config", str(CONFIGS / "toy/recipe.yaml"))
+    for name, config in stages.items():
+        for key in ("dit", "memory_pack", "semantic_pack", "sampling"):
+            assert config["model"]["init_args"][key] == recipe["model"]["init_args"][key], (name, key)
+        assert config["data"]["init_args"]["root"] == recipe["data"]["init_args"]["root"]
+        assert config["trainer"]["default_root_dir"] == f"runs/{name}"
+        assert config["trainer"]["accelerator"] == "cpu"
+    assert stages["direct_forcing"]["model"]["class_path"] == "lvg.training.DirectForcingModule"
+    assert stages["direct_forcing"]["data"]["init_args"]["order"] == "curriculum"
+    assert stages["teacher_forcing"]["data"]["init_args"]["order"] != "curriculum"
+
+
+def test_framepack_stage1_builds_on_the_fsdp_fragment():
+    stage1 = _resolved("--config", str(CONFIGS / "framepack_f1/stage1.yaml"))
+    fsdp = yaml_load(CONFIGS / "trainer/fsdp.yaml")["trainer"]
+    assert stage1["trainer"]["strategy"]["class_path"] == fsdp["strategy"]["class_path"]
+    for key, value in fsdp["strategy"]["init_args"].items():
+        assert stage1["trainer"]["strategy"]["init_args"][key] == value
+    assert stage1["trainer"]["precision"] == fsdp["precision"] and stage1["trainer"]["devices"] == 8
+
+
+def yaml_load(path):
+    import yaml
+
+    return yaml.safe_load(Path(path).read_text())
+
+
+def test_the_run_directory_is_named_once():
+    """``trainer.default_root_dir`` places checkpoints and TensorBoard logs; explicit settings win."""
+    from jsonargparse import Namespace
+
+    from lvg.cli.configs import fill_run_directory
+
+    checkpoint = "lightning.pytorch.callbacks.ModelCheckpoint"
+    trainer = Namespace(default_root_dir="runs/x", logger=None, callbacks=[
+        Namespace(class_path=checkpoint, init_args=Namespace(dirpath=None, every_n_train_steps=5)),
+        Namespace(class_path=checkpoint, init_args=Namespace(dirpath="elsewhere")),
+        Namespace(class_path="lvg.callbacks.SampleVideoLogger", init_args=Namespace(every_n_steps=5))])
+    fill_run_directory(trainer)
+    assert [c.init_args.get("dirpath") for c in trainer.callbacks] == ["runs/x/checkpoints", "elsewhere", None]
+    assert trainer.logger.class_path.endswith("TensorBoardLogger")
+    assert (trainer.logger.init_args.save_dir, trainer.logger.init_args.name, trainer.logger.init_args.version) == (
+        "runs/x", "tensorboard", "")
+    off = Namespace(default_root_dir="runs/x", logger=False, callbacks=None)
+    fill_run_directory(off)
+    assert off.logger is False  # `--trainer.logger false` stays off
+    unnamed = Namespace(default_root_dir=None, logger=None, callbacks=[Namespace(class_path=checkpoint,
+                                                                                 init_args=Namespace(dirpath=None))])
+    fill_run_directory(unnamed)
+    assert unnamed.logger is None and unnamed.callbacks[0].init_args.dirpath is None  # Lightning's defaults
+
+
+def test_instantiate_works_on_old_and_new_jsonargparse():
+    from jsonargparse import ArgumentParser
+
+    from lvg.cli.configs import instantiate
+
+    class Old:  # what jsonargparse < 4.49 offers: only instantiate_classes
+        def __init__(self, parser):
+            self.instantiate_classes = parser.instantiate_classes
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(DiTConfig, "dit")
+    cfg = parser.parse_object({"dit": {"num_layers": 3}})
+    for wrapped in (parser, Old(parser)):
+        assert instantiate(wrapped, cfg).dit.num_layers == 3

@@ -34,7 +34,7 @@ def build(recipe: str):
 
 @pytest.mark.parametrize("recipe", ["stage1.yaml", "stage1_lora.yaml", "stage2.yaml"])
 def test_recipe_builds_the_paper_setting_on_meta(recipe):
-    raw = yaml.safe_load((RECIPES / recipe).read_text())
+    raw = LvgCLI.read(["--config", str(RECIPES / recipe)]).as_dict()  # as `lvg fit` reads it (base: included)
     cli = build(recipe)
     model, data = cli.model, cli.datamodule
     assert all(p.device.type == "meta" for p in model.parameters())  # 13B never allocated
@@ -71,7 +71,7 @@ def test_recipe_builds_the_paper_setting_on_meta(recipe):
     if recipe == "stage2.yaml":
         assert isinstance(model, DirectForcingModule) and model.hparams.lr == 1e-5
         assert raw["model"]["init_args"]["init_from"] == "runs/f1_stage1/checkpoints/last.ckpt"
-        assert raw["trainer"]["devices"] == 1 and "strategy" not in raw["trainer"]
+        assert raw["trainer"]["devices"] == 1 and raw["trainer"]["strategy"] == "auto"
         assert trainable == model_info("framepack-f1")["direct_forcing_trainable"]
         assert {n for n, p in model.named_parameters() if p.requires_grad} == {
             "dit.norm_out.linear.weight", "dit.norm_out.linear.bias", "dit.proj_out.weight", "dit.proj_out.bias"}
