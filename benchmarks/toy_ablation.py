@@ -2,7 +2,8 @@
 
 Every arm trains on the same memory world (:meth:`lvg.data.toy_world.ToyWorldConfig.memory`), for the same
 steps and seeds, through the real ``lvg`` CLI (``lvg fit --config configs/<stage>.yaml`` plus overrides), and
-is scored by ``lvg test`` (the embedded benchmark suite, the toy-world truth metrics of ``BenchmarkReport``):
+is scored by ``lvg test`` (the embedded benchmark suite -- continuations of held-out videos from a ground-truth
+prefix, :func:`lvg.data.prompt_suite.memory_world_jobs` -- and the toy-world truth metrics of ``BenchmarkReport``):
 
 * ``F1``: SemanticPack off, relative RoPE (FramePack-F1 fine-tuned: the paper's F1 w/CT analogue);
 * ``MemoryPack``: stage 1 with SemanticPack (fusion A, semantic psi0, absolute RoPE);
@@ -53,9 +54,6 @@ METRICS = tuple(f"toy_world/{name}" for name in SCORES)
 occluder, colour and contrast drift)."""
 HIGHER = {f"toy_world/{name}": better for name, better in HIGHER_IS_BETTER.items()}
 RESAMPLES, BOOTSTRAP_SEED, LEVEL = 2000, 2000, 0.95
-SUITE_GROUP = "memory"
-"""The benchmark suite's one length group: as long as the world's longest video, so every labelled return of
-the held-out truths lies inside the generated video."""
 # Widths of the debug DiT that fit the toy encoders (tests/toy_setup.py DEBUG_FOR_TOY).
 DEBUG_FOR_TOY = {"in_channels": 12, "out_channels": 12, "text_embed_dim": 64, "pooled_projection_dim": 64,
                  "image_proj_dim": 48}
@@ -154,7 +152,8 @@ def _recipe(name: str) -> dict[str, Any]:
 
 def overlay(run: Path, data_root: Path, setting: Setting, arm_name: str) -> dict[str, Any]:
     """The config layered over the recipe: this run's directories, no TensorBoard or sample videos (time),
-    the step timer, the benchmark report, the memory world and its suite."""
+    the step timer, the benchmark report, the memory world and its suite (``benchmark_videos`` held-out videos,
+    each continued twice: :func:`lvg.data.prompt_suite.memory_world_jobs`)."""
     toy = setting.toy
     return {
         "trainer": {
@@ -175,7 +174,6 @@ def overlay(run: Path, data_root: Path, setting: Setting, arm_name: str) -> dict
         "data": {"init_args": {
             "root": str(data_root),
             "toy": json.loads(json.dumps(dataclasses.asdict(toy))),  # plain lists for YAML
-            "benchmark_seconds": {SUITE_GROUP: toy.max_seconds},
             "benchmark_videos": setting.benchmark_videos,
             "min_latent_frames": 1 + setting.window,
         }},
@@ -386,8 +384,9 @@ def markdown(summary: dict[str, Any]) -> str:
         "# Toy-world ablation (the paper's Table 2 and fusion study)", "",
         f"{setting['seeds']} seed(s), {setting['steps']} training steps per arm (stage-2 arms: {setting['steps']} "
         f"more from the MemoryPack checkpoint of the same seed), {setting['num_videos']} training videos of the "
-        f"memory world, {setting['benchmark_videos']} held-out benchmark videos of {setting['suite_seconds']:g} s "
-        f"per seed; window {setting['window']}, history {setting['history']}. 95 % bootstrap intervals "
+        f"memory world, {setting['benchmark_videos']} held-out benchmark videos per seed, each continued twice from "
+        f"a ground-truth prefix (long_absence, short_absence); window {setting['window']}, history "
+        f"{setting['history']}. 95 % bootstrap intervals "
         f"({RESAMPLES} resamples: seeds, then videos within each seed).", "",
         "Means (the layout of `lvg compare`):", "",
         markdown_tables(rows, HIGHER),
@@ -453,18 +452,17 @@ def plot(results: dict[str, list[dict[str, Any]]], out: Path) -> list[str]:
 
 def notes(setting: Setting) -> list[str]:
     return [
-        "long_recovery here comes from start-frame generation: `lvg test`'s embedded suite "
-        "(lvg.data.prompt_suite.toy_world_suite) starts every video from frame 0 of a held-out video, and the "
-        "memory world's late sprite enters after that frame, so no arm's history ever showed it; the score "
-        "measures whether the model draws the captioned sprite when the truth brings it back, not memory. "
-        "Measuring memory needs continuations: a suite field for a ground-truth prefix (the held-out video up "
-        "to after the sprite's first visible section), LongVideoPipeline seeding its MemoryPackState (history and "
-        "psi) with the prefix's latents before it generates, and the truth metrics scoring the generated frames "
-        "only.",
-        "short_recovery is the control: the short absence lies inside the history, so the FramePack context alone "
-        "can bridge it.",
-        f"Colour / contrast drift are over {setting.toy.max_seconds:g} s videos (the memory world's length), "
-        "not the paper's 60 s.",
+        ("long_recovery comes from continuations (lvg.data.prompt_suite.memory_world_jobs): each held-out video's "
+         "ground truth up to the first section start at which no frame of FramePack's context (start frame, "
+         f"{sum(setting.history)}-latent history) shows any pixel of the late sprite, which has been seen and is "
+         "hidden for its long absence; the pipeline seeds history and psi from that prefix as Teacher Forcing "
+         "would, generates the rest, and only the generated frames are scored. So only psi can hold the sprite "
+         "when it is due back; the prompt does not name it (the training captions do), so text cannot bring it."),
+        ("short_recovery is the control: its continuation starts inside the short absence, whose last view of the "
+         "sprite still lies in the history, so the FramePack context alone can bridge it."),
+        ("Identity, background, occluder and drift are means over both continuations of each video, over the "
+         "generated frames (the prefix never counts), which run to the held-out video's end "
+         f"({setting.toy.min_seconds:g}-{setting.toy.max_seconds:g} s), not the paper's 60 s."),
         "Student Forcing trains as many sections per step as the Direct Forcing recipe (sections_per_step), so "
         "the step-time ratio compares the history mechanisms. Every recipe's warm-up is scaled to the run's "
         "steps (same share of the run).",
@@ -503,8 +501,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results[arm.name].append(run_arm(arm, seed, setting, out))
     arms, comparisons = summarise(results)
     summary = {
-        "setting": {**dataclasses.asdict(setting), "suite_seconds": setting.toy.max_seconds,
-                    "toy": dataclasses.asdict(setting.toy)},
+        "setting": {**dataclasses.asdict(setting), "toy": dataclasses.asdict(setting.toy)},
         "bootstrap": {"resamples": RESAMPLES, "seed": BOOTSTRAP_SEED, "level": LEVEL,
                       "scheme": "seeds with replacement, then videos (step times: steps) within each drawn seed; "
                                 "metrics: the same draws for every arm, so differences are paired; step times: "

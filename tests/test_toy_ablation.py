@@ -1,6 +1,7 @@
 """The ablation runner (benchmarks/toy_ablation.py) end to end on its tiny setting: every arm trains, tests and
 lands in the JSON with intervals, and a rerun redoes only what is missing."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,14 @@ def test_every_arm_lands_in_the_json_with_intervals_and_a_rerun_resumes(toy_abla
     assert ("MemoryPack", "F1", "toy_world/long_recovery") in questions
     assert ("Student Forcing", "All", "step_time") in questions
     table = (out / "ablation.md").read_text()
-    assert all(f"| {arm.name} |" in table for arm in toy_ablation.ARMS) and "start-frame generation" in table
+    assert all(f"| {arm.name} |" in table for arm in toy_ablation.ARMS) and "comes from continuations" in table
+    # lvg test scored continuations: two per held-out video, their prefixes left out, each its own recovery
+    report = json.loads((out / "runs" / "MemoryPack" / "seed0" / "benchmark" / "report.json").read_text())
+    videos = report["videos"]
+    assert [v["group"] for v in videos] == ["long_absence"] * 2 + ["short_absence"] * 2
+    assert all(0 < v["prefix_frames"] < v["frames"] for v in videos)
+    assert all((v["metrics"]["toy_world/long_recovery"] is None) == (v["group"] == "short_absence") for v in videos)
+    assert all((v["metrics"]["toy_world/short_recovery"] is None) == (v["group"] == "long_absence") for v in videos)
     assert summary["plots"] and all(Path(p).is_file() for p in summary["plots"])
 
     results = {arm.slug: out / "runs" / arm.slug / "seed0" / "result.json" for arm in toy_ablation.ARMS}

@@ -9,7 +9,10 @@ paper's Table 1 layout), ``plots/*.png`` (every metric per section over time) an
 
 Metrics: :class:`~lvg.metrics.VideoMetric` subclasses (the VBench dimensions of :mod:`lvg.metrics`,
 configured with their weights in YAML), each also as a drift ``Delta^M``, and the toy-world truth
-scores for jobs that carry a ``truth`` file. Evaluator networks live here, in a callback, never in
+scores for jobs that carry a ``truth`` file. A continuation job (a ground-truth prefix, see
+:mod:`lvg.data.prompt_suite`) is scored on its generated frames only: every metric, its drift and its
+clips read the frames after the prefix, the truth scores get the prefix length as their frame offset,
+and the prefix's sections are None in the per-section curves. Evaluator networks live here, in a callback, never in
 the LightningModule, so they never reach a training checkpoint. Under DDP the
 suite is split without duplicates, metric states are reduced by torchmetrics and the per-video
 records gathered to rank 0, which writes the report.
@@ -42,6 +45,7 @@ from lvg import __version__
 from lvg.media import write_video
 from lvg.metrics.report import write_report
 from lvg.metrics.toy_world import HIGHER_IS_BETTER as TRUTH_HIGHER
+from lvg.metrics.toy_world import LABELLED as TRUTH_LABELLED
 from lvg.metrics.toy_world import ToyWorldTruth
 from lvg.metrics.video import VideoMetric
 from lvg.models.encoders import encoders_of
@@ -139,8 +143,10 @@ class BenchmarkReport(L.Callback):
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         started = time.perf_counter()
         fps, per_section = outputs["fps"], outputs["frames_per_section"]
-        for job_id, index, video, job in zip(outputs["id"], outputs["index"], outputs["videos"], outputs["jobs"]):
-            record = self._score(job_id, video, job, fps, per_section, pl_module.device)
+        firsts = outputs.get("prefix_frames") or [0] * len(outputs["id"])
+        for job_id, index, video, job, first in zip(outputs["id"], outputs["index"], outputs["videos"], outputs["jobs"],
+                                                    firsts, strict=True):
+            record = self._score(job_id, video, job, fps, per_section, pl_module.device, first)
             self._records.append({"index": int(index), **record})
             if self.save_videos:
                 write_video(self._out / "videos" / f"{job_id}.mp4", video.numpy(), fps)
@@ -148,15 +154,23 @@ class BenchmarkReport(L.Callback):
         self._timing["metrics_s"] += time.perf_counter() - started
 
     def _score(self, job_id: str, video: torch.Tensor, job: dict[str, Any], fps: float, per_section: int,
-               device: torch.device) -> dict[str, Any]:
-        """Per-video values (also accumulated into each metric's overall state), drift and curves."""
-        frames = video.permute(0, 3, 1, 2).to(device, torch.float32)  # (T, 3, H, W) 0..255: the metrics' layout
+               device: torch.device, first: int = 0) -> dict[str, Any]:
+        """Per-video values (also accumulated into each metric's overall state), drift and curves, of the frames
+        from ``first`` on (a continuation's generated frames; 0: the whole video)."""
+        if not 0 <= first < len(video):
+            raise ValueError(f"job {job_id}: {len(video)} frames, none generated after its {first}-frame prefix.")
+        # (T, 3, H, W) 0..255, the metrics' layout: the scored frames only
+        frames = video[first:].permute(0, 3, 1, 2).to(device, torch.float32)
         record: dict[str, Any] = {"id": job_id, "group": job.get("group"), "seconds": job.get("seconds"),
                                   "sections_requested": job.get("sections"), "frames": int(video.shape[0]),
-                                  "metrics": {}, "drift": {}, "sections": {}}
+                                  "prefix_frames": first, "metrics": {}, "drift": {}, "sections": {}}
         t = len(frames)
         clips = vbench_long_clips(t, fps) if self.vbench_long else [slice(0, t)]
-        sections = [slice(1 + s * per_section, 1 + (s + 1) * per_section) for s in range((t - 1) // per_section)]
+        # Sections of the whole video are [1 + s F, 1 + (s + 1) F); those of the prefix are not scored (None).
+        skipped = -(-(first - 1) // per_section) if first > 1 else 0
+        total = (first + t - 1) // per_section
+        sections = [slice(1 + s * per_section - first, 1 + (s + 1) * per_section - first)
+                    for s in range(skipped, total)]
         drifts = self.drifts or [None] * len(self.metrics)
         for metric, drift in zip(self.metrics, drifts, strict=True):
             # One clip_scores call per metric: the video (or its VBench-Long clips), the drift segments and the
@@ -172,13 +186,16 @@ class BenchmarkReport(L.Callback):
                 drift.update(scores=[delta])
                 record["drift"][drift.name] = _number(delta[0])
             if curve:
-                record["sections"][metric.name] = [_number(n / d) for n, d in scores[len(ends):]]
+                record["sections"][metric.name] = [None] * skipped + [_number(n / d) for n, d in scores[len(ends):]]
         if self.truth is not None and "truth_path" in job:
             truth = json.loads(Path(job["truth_path"]).read_text())
-            values = self.truth([video], [truth], fps=fps)
+            values = self.truth([video], [truth], fps=fps, first=[first])
             record["metrics"].update({f"toy_world/{k}": _number(v) for k, v in values.items()})
+            if "absences" in truth:  # undefined here (e.g. a return inside the prefix), yet a column of the suite
+                for k in TRUTH_LABELLED:
+                    record["metrics"].setdefault(f"toy_world/{k}", None)
             if self.curves:
-                curves = self.truth.section_values(video, truth, per_section)
+                curves = self.truth.section_values(video, truth, per_section, first=first)
                 record["sections"].update({f"toy_world/{k}": v for k, v in curves.items()})
         return record
 

@@ -219,11 +219,18 @@ class VideoSpec:
 
     @property
     def caption(self) -> str:
-        names = [f"a {s.colour} {s.shape}" for s in self.sprites]
-        subjects = ", ".join(names[:-1]) + f" and {names[-1]}"
+        return self.describe()
+
+    def describe(self, start_only: bool = False) -> str:
+        """The caption; ``start_only`` names only the sprites the start frame shows (the memory world's late
+        sprite, role ``returns``, is left out: its benchmark prompt must not give its identity away)."""
+        sprites = [s for s in self.sprites if not (start_only and s.role == "returns")]
+        names = [f"a {s.colour} {s.shape}" for s in sprites]
+        subjects = ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
+        verb = "move" if len(names) > 1 else "moves"
         pan = "right" if self.pan_px_per_s > 0 else "left"
         pillar = "; a grey pillar stands in the frame" if self.occluder else ""
-        return f"{subjects} move over a {self.background} textured field while the camera pans {pan}{pillar}."
+        return f"{subjects} {verb} over a {self.background} textured field while the camera pans {pan}{pillar}."
 
     @property
     def structured_caption(self) -> dict[str, Any]:

@@ -30,7 +30,8 @@ frame's mean colour repeated):
   a video that never draws the sprite scores 0, so the start frame frozen scores 0 too (the sprite
   is not in it). Undefined for truths without labels (the default world) or without such an absence.
   The score measures memory where the model has seen the sprite: generate memory-world videos as
-  continuations whose history shows it (from the start frame alone the model has never seen it).
+  continuations whose prefix shows it (from the start frame alone the model has never seen it; the embedded
+  memory suite, :func:`lvg.data.prompt_suite.memory_world_jobs`, does).
 * ``background_stability``: is the start's textured field still there in the last 15 %? The renderer
   draws the field as ``base * (0.6 + 0.4 n)``, ``n`` smooth value noise in [0, 1] on a grid of
   ``max(4, size // 8)`` pixels, ``base`` the truth's background colour. Per frame, over the pixels
@@ -65,6 +66,14 @@ frame's mean colour repeated):
   15 %, in 0..255 units -- the "pixel-statistic drift", lower is better. They compare a video with
   itself, so they are relative: a frozen or a flat video has 0, stationary noise drifts about as
   little as the real video. Read them next to the structure scores, never alone.
+
+**Continuations** (``first`` > 0: frames ``[0, first)`` are a ground-truth prefix, the rest was generated): every
+score reads the generated frames only, with truth frame indices (the video's own), so the prefix never counts. The
+start sprites are still those of the truth's frame 0 (the conditioning start frame) and the start / end segments
+those of the generated frames. A long or short return counts only if its absence begins in the prefix and the
+sprite comes back in the generated frames (it is hidden when generation starts): a sprite already back in the
+prefix was not recovered by the model, and an absence that begins after the prefix is the script's, which the
+generated video no longer follows. A video with no generated frame is an error.
 
 Segments follow the drift rule of the VBench metrics (``max(1, floor(0.15 T))`` frames). The real
 toy-world videos score 1.0 on identity, recovery, background and occluder, and the memory world's on
@@ -136,6 +145,14 @@ def _box(truth: dict[str, Any], h: int, w: int) -> tuple[int, int, int, int] | N
         return None
     x0, y0, x1, y1 = truth["occluder"]
     return max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+
+
+def _scored(frames: Tensor, first: int) -> Tensor:
+    """The frames a score reads: from ``first`` (a continuation's first generated frame) on."""
+    if not 0 <= first < len(frames):
+        raise ValueError(f"a video of {len(frames)} frames has no generated frame from frame {first} on; a "
+                         "continuation is scored on its generated frames only.")
+    return frames[first:]
 
 
 def segment_length(num_frames: int, fraction: float = 0.15) -> int:
@@ -341,33 +358,39 @@ class ToyWorldTruth(Metric):
         edge = torch.cat([(a - b).abs().amax(-1) > 2 * self.flat_tolerance for a, b in sides], dim=1)
         return interior * edge.double().mean(dim=1)
 
-    def video_values(self, video: Tensor, truth: dict[str, Any], fps: float) -> dict[str, float | None]:
-        """Every score of one video (None where undefined)."""
-        frames = _hwc(video)
+    def video_values(self, video: Tensor, truth: dict[str, Any], fps: float, first: int = 0) -> dict[str, float | None]:
+        """Every score of one video (None where undefined), on its frames from ``first`` on (a continuation's
+        generated frames; the module docstring)."""
+        frames = _scored(_hwc(video), first)
         t = frames.shape[0]
         if t < self.min_frames:
-            raise ValueError(f"toy-world truth metrics need >= {self.min_frames} frames, got {t}.")
+            raise ValueError(f"toy-world truth metrics need >= {self.min_frames} frames, got {t}"
+                             + (f" after the {first}-frame prefix." if first else "."))
         n = segment_length(t, self.segment)
-        first, last = slice(0, n), slice(t - n, t)
+        head, tail = slice(0, n), slice(t - n, t)  # the start and end segments
         tracks = self.tracks(frames, truth)
         start = [k for k, s in enumerate(truth["sprites"]) if s["visible"][0]]
         values: dict[str, float | None] = {k: None for k in SCORES if k not in LABELLED or "absences" in truth}
         if start:
-            values["identity_consistency"] = float(tracks.identified[start, last].any(dim=1).double().mean())
+            values["identity_consistency"] = float(tracks.identified[start, tail].any(dim=1).double().mean())
             values["occlusion_recovery"] = self._recovery(tracks.identified[start], max(1, math.ceil(self.min_gap_seconds * fps)))
         for kind in ("long", "short") if "absences" in truth else ():
-            returns = [(a["sprite"], *a["back"]) for a in truth["absences"]
-                       if a["kind"] == kind and a["back"][0] < t]  # returns after a shorter video's end never came
+            # Returns after a shorter video's end never came. After a prefix, only absences it shows beginning are the
+            # model's to end: a return inside the prefix is the truth's, and an absence that begins later is the
+            # script's, which the generated video no longer follows.
+            returns = [(a["sprite"], a["back"][0] - first, a["back"][1] - first) for a in truth["absences"]
+                       if a["kind"] == kind and a["back"][0] < first + t
+                       and (first == 0 or a["hidden"][0] < first <= a["back"][0])]
             values[f"{kind}_recovery"] = self._returns(tracks.recognised, returns)
-        values["background_stability"] = float(self.field_scores(frames[last], truth).mean())
-        pillar = self.pillar_scores(frames[last], truth)
+        values["background_stability"] = float(self.field_scores(frames[tail], truth).mean())
+        pillar = self.pillar_scores(frames[tail], truth)
         if pillar is not None:
             values["occluder_persistence"] = float(pillar.mean())
-        mean0, mean1 = frames[first].mean(dim=(0, 1, 2)), frames[last].mean(dim=(0, 1, 2))
+        mean0, mean1 = frames[head].mean(dim=(0, 1, 2)), frames[tail].mean(dim=(0, 1, 2))
         values["colour_drift"] = float((mean0 - mean1).abs().mean())
         luma = frames @ LUMA.to(frames.device)  # (T, H, W)
         contrast = luma.flatten(1).std(dim=1)  # (T,)
-        values["contrast_drift"] = float((contrast[first].mean() - contrast[last].mean()).abs())
+        values["contrast_drift"] = float((contrast[head].mean() - contrast[tail].mean()).abs())
         return values
 
     @staticmethod
@@ -394,22 +417,27 @@ class ToyWorldTruth(Metric):
         return ToyWorldTruth._returns(identified, returns)
 
     def section_values(
-        self, video: Tensor, truth: dict[str, Any], frames_per_section: int
+        self, video: Tensor, truth: dict[str, Any], frames_per_section: int, first: int = 0
     ) -> dict[str, list[float | None]]:
         """Per-section curves: frame 0 is the start image, section s covers frames
         ``[1 + s F, 1 + (s + 1) F)``. Identity = fraction of start sprites identified in the section;
         background and occluder = the mean over the section's frames of the per-frame scores that
         ``background_stability`` and ``occluder_persistence`` average over the last 15 %; mean luma
-        and contrast per section."""
-        frames = _hwc(video)
-        t = frames.shape[0]
+        and contrast per section. Sections that begin before ``first`` (a continuation's prefix) are None,
+        so the curves keep their time axis."""
+        frames = _scored(_hwc(video), first)
+        t = first + frames.shape[0]
         tracks = self.tracks(frames, truth)
         start = [k for k, s in enumerate(truth["sprites"]) if s["visible"][0]]
         background, pillar = self.field_scores(frames, truth), self.pillar_scores(frames, truth)
         luma = frames @ LUMA.to(frames.device)
         curves: dict[str, list[float | None]] = {k: [] for k in ("identity", "background", "occluder", "mean_luma", "contrast")}
         for s in range((t - 1) // frames_per_section):
-            part = slice(1 + s * frames_per_section, 1 + (s + 1) * frames_per_section)
+            if 1 + s * frames_per_section < first:
+                for curve in curves.values():
+                    curve.append(None)
+                continue
+            part = slice(1 + s * frames_per_section - first, 1 + (s + 1) * frames_per_section - first)
             curves["identity"].append(float(tracks.identified[start, part].any(dim=1).double().mean()) if start else None)
             curves["background"].append(float(background[part].mean()))
             curves["occluder"].append(float(pillar[part].mean()) if pillar is not None else None)
@@ -419,11 +447,16 @@ class ToyWorldTruth(Metric):
 
     # --- torchmetrics -----------------------------------------------------------------------------
 
-    def update(self, videos: Tensor | list[Tensor], truths: list[dict[str, Any]], fps: float) -> None:
+    def update(self, videos: Tensor | list[Tensor], truths: list[dict[str, Any]], fps: float,
+               first: list[int] | None = None) -> None:
+        """``first``: per video, the first generated frame of a continuation (None: every video is scored whole)."""
         if len(videos) != len(truths):
             raise ValueError(f"{len(videos)} videos but {len(truths)} truths; pass one truth per video.")
-        for video, truth in zip(videos, truths):
-            for score, value in self.video_values(video, truth, fps).items():
+        first = [0] * len(videos) if first is None else list(first)
+        if len(first) != len(videos):
+            raise ValueError(f"{len(videos)} videos but {len(first)} first frames; pass one per video.")
+        for video, truth, start in zip(videos, truths, first):
+            for score, value in self.video_values(video, truth, fps, start).items():
                 if value is not None:
                     getattr(self, f"{score}_sum").add_(value)
                     getattr(self, f"{score}_count").add_(1)

@@ -8,6 +8,15 @@ settings, every finished section's latents and the MemoryPack state after it, al
 atomically; a killed run started again with the same arguments re-decodes the finished sections
 and continues, producing the same video as an uninterrupted run.
 
+A *continuation* (``prefix=``) conditions on the first K sections of a ground-truth video instead of a
+start image alone: :meth:`LongVideoPipeline.prefix_state` encodes the prefix frames with the codec in
+one pass (as ``lvg prepare`` encodes a training clip), takes latent frame 0 as the start latent and
+feeds the K sections' latents through :meth:`MemoryPackState.update` -- the update a Teacher Forcing
+step makes with the same ground truth, so history and psi are exactly what training would hold --
+then sections K, K+1, ... are generated with the same per-section seeds as a run from the start
+image. The video holds the prefix's decoded latents followed by the generated frames, so its frame
+indices are the ground truth's; prompt timestamps mean time in the whole video.
+
 Shapes: B videos, C latent channels, W window, h/w latent height/width.
 """
 
@@ -163,6 +172,11 @@ class LongVideoPipeline:
         """Sections needed for ``seconds`` of video at ``fps`` (at least one)."""
         return max(1, round(seconds * fps / self.frames_per_section()))
 
+    def prefix_frames(self, sections: int) -> int:
+        """Pixel frames of a ground-truth prefix of ``sections`` whole sections: the start frame and the
+        frames of ``sections * window`` latent frames (``1 + sections * frames_per_section()``)."""
+        return self.encoders.codec.num_pixel_frames(1 + sections * self.memory_pack.window)
+
     # --- conditioning ----------------------------------------------------------------------------
 
     def _device_dtype(self) -> tuple[torch.device, torch.dtype]:
@@ -184,6 +198,37 @@ class LongVideoPipeline:
         image = self.encoders.image.encode(images).to(device, dtype) if self.encoders.image is not None else None
         return MemoryPackState(self.memory_pack, start, image=image, semantic_pack=self.semantic_pack,
                                **self._text(prompts))
+
+    def prefix_sections(self, prefix: Tensor) -> int:
+        """K for ground-truth prefix frames ``(B, T, 3, H, W)`` uint8 of ``T = prefix_frames(K)``, K >= 1."""
+        t = prefix.shape[1] if prefix.ndim == 5 else -1
+        per = self.frames_per_section()
+        if prefix.ndim != 5 or prefix.dtype != torch.uint8 or prefix.shape[2] != 3 or t < 1 + per or (t - 1) % per:
+            raise ValueError(
+                f"prefix must be uint8 (B, T, 3, H, W) frames of whole sections, T = 1 + K * {per} with K >= 1 "
+                f"(prefix_frames(K)), got {prefix.dtype} {tuple(prefix.shape)}."
+            )
+        return (t - 1) // per
+
+    @torch.no_grad()
+    def prefix_state(self, prefix: Tensor, prompts: list[str]) -> tuple[MemoryPackState, Tensor]:
+        """MemoryPack state after the ground-truth ``prefix`` ``(B, T, 3, H, W)`` uint8 (K whole sections, see
+        :meth:`prefix_sections`), conditioned on the first prompts, and the prefix's latents ``(B, C, 1 + K W, h, w)``.
+
+        The frames are encoded in one pass, as ``lvg prepare`` encodes a clip; latent frame 0 is the start latent,
+        the image features are frame 0's, and each of the K sections goes through :meth:`MemoryPackState.update`
+        in order: the state a Teacher Forcing step holds after the same sections (no second copy of the update).
+        """
+        k = self.prefix_sections(prefix)
+        device, dtype = self._device_dtype()
+        latents = self.encoders.codec.encode(prefix).to(device, dtype)  # (B, C, 1 + K W, h, w)
+        image = self.encoders.image.encode(prefix[:, 0]).to(device, dtype) if self.encoders.image is not None else None
+        state = MemoryPackState(self.memory_pack, latents[:, :, :1], image=image, semantic_pack=self.semantic_pack,
+                                **self._text(prompts))
+        w = self.memory_pack.window
+        for n in range(k):
+            state.update(latents[:, :, 1 + n * w : 1 + (n + 1) * w])
+        return state, latents
 
     # --- sampling --------------------------------------------------------------------------------
 
@@ -258,7 +303,7 @@ class LongVideoPipeline:
 
     def __call__(
         self,
-        images: Tensor,
+        images: Tensor | None,
         prompts: list[str | PromptSchedule],
         *,
         num_sections: int,
@@ -268,6 +313,7 @@ class LongVideoPipeline:
         overwrite: bool = False,
         progress: bool = True,
         end_images: Tensor | None = None,
+        prefix: Tensor | None = None,
     ) -> list[Path] | Tensor:
         """Generate one video per start image ``(B, 3, H, W)`` uint8 and prompt (or prompt schedule).
 
@@ -276,10 +322,27 @@ class LongVideoPipeline:
         sections are kept under ``<output>.parts/`` so a killed run resumes where it stopped.
         ``end_images`` ``(B, 3, H, W)`` optionally condition every section on the video's last frame
         (see :meth:`MemoryPackState.set_end`; only models trained with end frames use it well).
+
+        ``prefix`` ``(B, T, 3, H, W)`` uint8, ground-truth frames of K whole sections (``T = prefix_frames(K)``,
+        ``K < num_sections``), makes a continuation: the state is seeded by :meth:`prefix_state`, sections K to
+        ``num_sections - 1`` are generated, and the video is the prefix (decoded from its latents) followed by them.
+        ``images`` may then be None; if given, they must be the prefix's first frames.
         """
         schedules = [p if isinstance(p, PromptSchedule) else PromptSchedule.parse(p) for p in prompts]
         if num_sections < 1:
             raise ValueError(f"num_sections must be >= 1, got {num_sections}.")
+        if prefix is not None:
+            k = self.prefix_sections(prefix)
+            if k >= num_sections:
+                raise ValueError(f"a prefix of {k} sections leaves nothing to generate in {num_sections} sections; "
+                                 "num_sections counts the whole video, prefix included.")
+            if images is None:
+                images = prefix[:, 0]
+            elif images.shape != prefix[:, 0].shape or not torch.equal(images, prefix[:, 0]):
+                raise ValueError("images must be the prefix's first frames (a continuation starts from its prefix); "
+                                 "pass images=None.")
+        elif images is None:
+            raise ValueError("images are required without a prefix.")
         starts = [self.section_start(n, fps) for n in range(num_sections)]
         for schedule in schedules:
             for reason in schedule.unused(starts):  # likely a timestamp past the video's end
@@ -289,7 +352,11 @@ class LongVideoPipeline:
                 f"images must be uint8 (B, 3, H, W) with one image per prompt ({len(schedules)}), "
                 f"got {images.dtype} {tuple(images.shape)}."
             )
-        state = self.start_state(images, [s.at(0.0) for s in schedules])
+        first = [s.at(0.0) for s in schedules]
+        if prefix is None:
+            state, prefix_latents = self.start_state(images, first), None
+        else:
+            state, prefix_latents = self.prefix_state(prefix, first)
         if end_images is not None:
             if end_images.shape != images.shape or end_images.dtype != torch.uint8:
                 raise ValueError(f"end_images must match images {tuple(images.shape)} uint8, got {tuple(end_images.shape)}.")
@@ -297,13 +364,26 @@ class LongVideoPipeline:
         if output is None:
             decoder = SectionDecoder(self.encoders.codec, self.memory_pack.window)
             videos = [decoder.start(state.start)]
-            for _, latents in self._progress(self.sections(state, schedules, num_sections, seed, fps), num_sections, 0, progress):
+            videos += [decoder.add(latents) for latents in self._prefix_sections(prefix_latents)]
+            it = self.sections(state, schedules, num_sections, seed, fps)
+            for _, latents in self._progress(it, num_sections, state.section, progress):
                 videos.append(decoder.add(latents))
             videos.append(decoder.finish())
             return torch.from_numpy(np.concatenate([v for v in videos if v.size], axis=1))
         conditions = images if end_images is None else torch.cat([images, end_images])
         run = self._fingerprint(conditions, schedules, num_sections, fps, seed)
-        return self._generate_to_files(run, state, schedules, num_sections, fps, seed, Path(output), overwrite, progress)
+        if prefix is not None:  # only then, so runs without a prefix keep the fingerprint they always had
+            digest = hashlib.sha256(prefix.cpu().numpy().tobytes()).hexdigest()
+            run["prefix"] = {"sections": state.section, "sha256": digest}
+        return self._generate_to_files(run, state, schedules, num_sections, fps, seed, Path(output), overwrite,
+                                       progress, prefix_latents)
+
+    def _prefix_sections(self, latents: Tensor | None) -> list[Tensor]:
+        """The K section latents ``(B, C, W, h, w)`` of a prefix's latents (none without a prefix)."""
+        if latents is None:
+            return []
+        w = self.memory_pack.window
+        return [latents[:, :, 1 + n * w : 1 + (n + 1) * w] for n in range((latents.shape[2] - 1) // w)]
 
     def _progress(self, it, total: int, done: int, enabled: bool):
         return tqdm(it, total=total, initial=done, unit="section", disable=not enabled, desc="generating")
@@ -327,7 +407,8 @@ class LongVideoPipeline:
                 h.update(p.detach().flatten()[:64].float().cpu().numpy().tobytes())
         return h.hexdigest()
 
-    def _generate_to_files(self, run, state, schedules, num_sections, fps, seed, output, overwrite, progress):
+    def _generate_to_files(self, run, state, schedules, num_sections, fps, seed, output, overwrite, progress,
+                           prefix_latents=None):
         b = len(schedules)
         paths = [output] if b == 1 else [output.with_name(f"{output.stem}_{i}{output.suffix}") for i in range(b)]
         parts = output.with_name(output.name + ".parts")
@@ -351,7 +432,10 @@ class LongVideoPipeline:
         decoder = SectionDecoder(self.encoders.codec, self.memory_pack.window)
         try:
             self._write(writers, decoder.start(state.start))
-            for n in range(state.section):  # resumed: re-stream what is already done
+            prefix = self._prefix_sections(prefix_latents)
+            for latents in prefix:  # a continuation's ground truth: encoded again, never stored in the parts
+                self._write(writers, decoder.add(latents))
+            for n in range(len(prefix), state.section):  # resumed: re-stream what is already done
                 self._write(writers, decoder.add(load_file(str(parts / f"section_{n:05d}.safetensors"))["latents"]))
             it = self.sections(state, schedules, num_sections, seed, fps)
             for n, latents in self._progress(it, num_sections, state.section, progress):

@@ -37,6 +37,7 @@ from torch import Tensor
 
 from lvg import flow
 from lvg.config import DiTConfig
+from lvg.data.prompt_suite import load_prefix
 from lvg.models.dit import PackedDiT
 from lvg.models.encoders import Encoders, encoders_of
 from lvg.models.lora import LoRAConfig, LoRALinear, apply_lora
@@ -450,23 +451,44 @@ class StageModule(L.LightningModule):
         """Generate the videos of a batch of prompt-suite jobs (``lvg predict`` and ``lvg test``).
 
         Job ``i`` of the suite is seeded with ``seed + i``, so a video does not depend on the batch
-        size or on which process generates it. Returns ids, videos ``(T_i, H, W, 3)`` uint8 (a batch
-        runs to its longest job; each video is cut to its own length), fps, frames per section and
-        the generation time.
+        size or on which process generates it. A continuation job (``prefix``, see
+        :mod:`lvg.data.prompt_suite`) is seeded with the first K sections of its ground-truth video and
+        generates the rest; jobs of a batch run together when they continue from the same K (the sections
+        advance in lockstep), else one group after the other. Returns ids, videos ``(T_i, H, W, 3)`` uint8
+        (a group runs to its longest job; each video is cut to its own length; a continuation's video starts
+        with its prefix), ``prefix_frames`` (the prefix's frames per video, 0 without one: what the report
+        leaves unscored), fps, frames per section and the generation time.
         """
         encoders = encoders_of(self.trainer.datamodule)
         if encoders is None:
             raise ValueError("the datamodule does not name its encoders (codec, text, image); lvg cannot generate.")
-        pipeline = self.pipeline(encoders)
-        lengths = [n if n is not None else pipeline.sections_for(s, self.hparams.fps)
-                   for n, s in zip(batch["sections"], batch["seconds"])]
+        pipeline, fps = self.pipeline(encoders), self.hparams.fps
+        n = len(batch["id"])
+        lengths = [k if k is not None else pipeline.sections_for(s, fps)
+                   for k, s in zip(batch["sections"], batch["seconds"])]
+        paths = batch.get("prefix") or [None] * n
+        prefixes = [0 if path is None else k if k is not None else pipeline.sections_for(s, fps)  # K per job, 0: none
+                    for path, k, s in zip(paths, batch.get("prefix_sections") or paths,
+                                          batch.get("prefix_seconds") or paths)]
+        for job_id, k, length in zip(batch["id"], prefixes, lengths):
+            if k >= length:  # prefix_seconds vs seconds or sections: known only here, at the model's section length
+                raise ValueError(f"job {job_id}: its prefix of {k} sections leaves nothing to generate in {length} "
+                                 "sections (the length counts the whole video).")
         seeds = [self.hparams.seed + int(i) for i in batch["index"]]
         started = time.perf_counter()
-        videos = pipeline(batch["image"], batch["prompt"], num_sections=max(lengths), fps=self.hparams.fps,
-                          seed=seeds, progress=False)
-        frames = [1 + n * pipeline.frames_per_section() for n in lengths]
-        return {"id": batch["id"], "index": batch["index"], "videos": [v[:f] for v, f in zip(videos, frames)],
-                "fps": self.hparams.fps, "frames_per_section": pipeline.frames_per_section(),
+        videos: list[Tensor | None] = [None] * n
+        for k in sorted(set(prefixes)):
+            group = [i for i in range(n) if prefixes[i] == k]
+            prefix = torch.stack([load_prefix(paths[i], pipeline.prefix_frames(k), encoders.frame_size, fps)
+                                  for i in group]) if k else None
+            images = None if k else batch["image"][group]
+            out = pipeline(images, [batch["prompt"][i] for i in group], num_sections=max(lengths[i] for i in group),
+                           fps=fps, seed=[seeds[i] for i in group], progress=False, prefix=prefix)
+            for i, video in zip(group, out):
+                videos[i] = video[: 1 + lengths[i] * pipeline.frames_per_section()]
+        return {"id": batch["id"], "index": batch["index"], "videos": videos,
+                "prefix_frames": [pipeline.prefix_frames(k) if k else 0 for k in prefixes],
+                "fps": fps, "frames_per_section": pipeline.frames_per_section(),
                 "generation_s": time.perf_counter() - started}
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
