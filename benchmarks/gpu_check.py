@@ -48,19 +48,19 @@ from torch import Tensor, nn
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
+from lvg.cli.configs import build_model
+from lvg.cli.lightning import LvgCLI
 from lvg.config import DiTConfig
 from lvg.models.dit import PackedDiT
 from lvg.models.memory_pack import MemoryPackConfig, MemoryPackState
 from lvg.models.semantic_pack import SemanticPack
-from lvg.cli.configs import build_model
-from lvg.cli.lightning import LvgCLI
 from lvg.plan import IMAGE_TOKENS, TEXT_TOKENS
 from lvg.sampling.offload import enable_block_offload
 from lvg.sampling.pipeline import LongVideoPipeline, SamplingConfig
 from lvg.training.base import StageModule
 
 sys.path.insert(0, str(Path(__file__).parent))
-import dit_throughput  # noqa: E402 -- a sibling script, not a package
+import dit_throughput  # a sibling script, not a package
 
 ROOT = Path(__file__).parents[1]
 GIB = 1024**3
@@ -133,6 +133,7 @@ DRY_STAGE2 = {
             "trainable": "output_layer",
         },
     },
+    "data": {"class_path": "lvg.data.datamodule.ToyWorldDataModule"},  # a config lvg fit would accept
 }
 """configs/framepack_f1/stage2.yaml's model at toy size (the dry run's stage2_memory)."""
 
@@ -199,7 +200,7 @@ class Background:
     block it. ``lvg plan`` runs with the GPU hidden: it needs none and would otherwise hold a CUDA context."""
 
     def __init__(self, args: list[str], gpu: bool):
-        self.out, self.err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        self.out, self.err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")  # noqa: SIM115 -- read in wait()
         env = None if gpu else {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
         self.args = args
         self.process = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=self.out, stderr=self.err, env=env)
@@ -482,7 +483,7 @@ def run_check(device: torch.device, fn: Callable[..., dict[str, Any]], *args: An
     start = time.perf_counter()
     try:
         result = fn(*args)
-    except Exception as err:  # noqa: BLE001 -- any failure (OOM, a kernel error, a bad config) is a result here
+    except Exception as err:  # any failure (OOM, a kernel error, a bad config) is a result here
         result = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()[-3000:]}
     result["seconds"] = time.perf_counter() - start
     # The check's tensors are gone with its frame; hand their cached blocks back for the next one.
