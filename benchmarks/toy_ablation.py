@@ -42,6 +42,7 @@ import lightning as L
 import numpy as np
 import yaml
 
+from lvg.cli import LvgCLI
 from lvg.cli import main as lvg_main
 from lvg.data.toy_world import ContextSpan, ToyWorldConfig
 from lvg.io import atomic_write_text
@@ -147,7 +148,8 @@ class StepTimes(L.Callback):
 
 
 def _recipe(name: str) -> dict[str, Any]:
-    return yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    """A stage config as ``lvg fit`` reads it (its ``base:`` recipe included, defaults filled)."""
+    return LvgCLI.read(["--config", str(CONFIGS / f"{name}.yaml")]).as_dict()
 
 
 def overlay(run: Path, data_root: Path, setting: Setting, arm_name: str) -> dict[str, Any]:
