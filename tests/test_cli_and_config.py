@@ -117,14 +117,14 @@ def test_a_damaged_init_from_is_one_line_like_a_missing_file(file, damaged, caps
     "yaml, message",
     [
         ("model:\n  init_args:\n    memory_pack:\n      rope_time_mod: absolute\n",
-         "model.init_args.memory_pack.rope_time_mod: no such option of lvg.training.TeacherForcingModule; "
-         "did you mean 'model.init_args.memory_pack.rope_time_mode'?"),
+         ("model.init_args.memory_pack.rope_time_mod: no such option of lvg.training.TeacherForcingModule; "
+          "did you mean 'model.init_args.memory_pack.rope_time_mode'?")),
         ("model:\n  init_args:\n    lrr: 0.1\n",
-         "model.init_args.lrr: no such option of lvg.training.TeacherForcingModule; "
-         "did you mean 'model.init_args.lr'?"),
+         ("model.init_args.lrr: no such option of lvg.training.TeacherForcingModule; "
+          "did you mean 'model.init_args.lr'?")),
         ("data:\n  init_args:\n    toy:\n      num_vidoes: 3\n",
-         "data.init_args.toy.num_vidoes: no such option of lvg.data.datamodule.ToyWorldDataModule; "
-         "did you mean 'data.init_args.toy.num_videos'?"),
+         ("data.init_args.toy.num_vidoes: no such option of lvg.data.datamodule.ToyWorldDataModule; "
+          "did you mean 'data.init_args.toy.num_videos'?")),
         ("trainer:\n  max_stepz: 3\n", "trainer.max_stepz: no such option; did you mean 'trainer.max_steps'?"),
         ("model:\n  init_args:\n    lr: fast\n", "model.init_args.lr: Expected a <class 'float'>. Got value: fast"),
     ],
@@ -317,3 +317,18 @@ def test_instantiate_works_on_old_and_new_jsonargparse():
     cfg = parser.parse_object({"dit": {"num_layers": 3}})
     for wrapped in (parser, Old(parser)):
         assert instantiate(wrapped, cfg).dit.num_layers == 3
+
+
+def test_the_memory_world_must_match_the_models_context(tmp_path, monkeypatch):
+    from lvg.cli import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    stage = ["--config", str(CONFIGS / "teacher_forcing.yaml"), "--data.init_args.toy.world=memory"]
+    with pytest.raises(ConfigError, match=r"data.init_args.toy.context \(window 9.*memory_pack \(window 3"):
+        _resolved(*stage, "--model.init_args.memory_pack.window=3")
+    both = _resolved(*stage, "--model.init_args.memory_pack.window=3", "--data.init_args.toy.context.window=3")
+    assert both["data"]["init_args"]["toy"]["context"]["window"] == 3
+    # the default world does not depend on the context: any window trains on it
+    assert _resolved("--config", str(CONFIGS / "teacher_forcing.yaml"),
+                     "--model.init_args.memory_pack.window=3")["model"]["init_args"]["memory_pack"]["window"] == 3
+    assert not (tmp_path / "runs").exists()

@@ -66,7 +66,7 @@ def expand_configs(words: list[str]) -> list[str]:
     out, i = [], 0
     while i < len(words):
         word = words[i]
-        if word == "--config" and i + 1 < len(words) or word.startswith("--config="):
+        if (word == "--config" and i + 1 < len(words)) or word.startswith("--config="):
             value = words[i + 1] if word == "--config" else word.split("=", 1)[1]
             i += 2 if word == "--config" else 1
             for layer in config_layers(value):
@@ -131,3 +131,24 @@ def build_model(model: dict[str, Any]):
     parser.add_subclass_arguments(StageModule, "model")
     cfg = parser.parse_object({"model": {"class_path": model["class_path"], "init_args": init_args}})
     return instantiate(parser, cfg).model
+
+
+def check_memory_world_context(config: Namespace) -> None:
+    """The memory world scripts its absences against the context of the model trained on it
+    (``data...toy.context``); refuse a model whose window or history differ, naming both keys."""
+    from lvg.data.datamodule import ToyWorldDataModule
+
+    data, model = config.get("data"), config.get("model")
+    if not (isinstance(data, Namespace) and isinstance(model, Namespace)
+            and _subclass_of(data.get("class_path"), ToyWorldDataModule)):
+        return
+    toy, memory_pack = data.get("init_args.toy"), model.get("init_args.memory_pack")
+    if toy is None or memory_pack is None or toy.get("world") != "memory":
+        return
+    context = (toy.get("context.window"), tuple(toy.get("context.history") or ()))
+    packed = (memory_pack.get("window"), tuple(memory_pack.get("history_sizes") or ()))
+    if None not in context and context[1] and packed[1] and context != packed:
+        raise ValueError(
+            f"data.init_args.toy.context (window {context[0]}, history {list(context[1])}) must match "
+            f"model.init_args.memory_pack (window {packed[0]}, history_sizes {list(packed[1])}): the memory world "
+            "times its absences against the model's context; set both to the same values.")

@@ -22,7 +22,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from lvg import __version__
-from lvg.cli.configs import expand_configs, fill_run_directory
+from lvg.cli.configs import check_memory_world_context, expand_configs, fill_run_directory
 from lvg.cli.errors import chain, raised_by_parser, reason
 from lvg.media import load_image
 from lvg.models.encoders import encoders_of
@@ -152,7 +152,9 @@ class LvgCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         command = self.config.get("subcommand")
-        fill_run_directory(self.config[command].trainer if command else self.config.trainer)
+        config = self.config[command] if command else self.config
+        fill_run_directory(config.trainer)
+        check_memory_world_context(config)
         if command in GENERATING and self.config[command].get("ckpt_path"):
             self.config[command].model.init_args.init_from = None  # replaced by --ckpt_path's weights anyway
 
