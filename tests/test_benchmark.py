@@ -12,7 +12,8 @@ from PIL import Image
 from lvg.cli import main
 from lvg.data.prompt_suite import read_suite, toy_world_suite, vbench_i2v_suite
 from lvg.data.toy_world import BACKGROUNDS, ToyWorldConfig, render_video, sample_video_spec
-from lvg.metrics.toy_world import ToyWorldTruth, segment_length
+from lvg.metrics.drift import segment_length
+from lvg.metrics.toy_world import ToyWorldTruth
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 TOY = ToyWorldConfig(num_videos=12)
@@ -31,7 +32,7 @@ def test_truth_metrics_agree_with_the_generators_labels(toy_videos):
         values = metric.video_values(torch.from_numpy(frames), truth, fps=truth["fps"])
         visible = torch.tensor([s["visible"] for s in truth["sprites"]])  # (K, T) truth labels
         start = visible[:, 0]
-        n = segment_length(truth["num_frames"])
+        n = segment_length(truth["num_frames"], 1)
         assert values["identity_consistency"] == pytest.approx(float(visible[start, -n:].any(dim=1).double().mean()))
         assert values["occlusion_recovery"] == ToyWorldTruth._recovery(visible[start], gap=4)  # 0.5 s at 8 fps
         assert values["occluder_persistence"] == 1.0
@@ -43,7 +44,7 @@ def test_truth_metrics_agree_with_the_generators_labels(toy_videos):
 def test_truth_metrics_catch_identity_changes_loss_and_drift(toy_videos):
     frames, truth = toy_videos[0]
     metric, t = ToyWorldTruth(), len(frames)
-    n = segment_length(t)
+    n = segment_length(t, 1)
     base = metric.video_values(torch.from_numpy(frames), truth, 8)
     assert base["identity_consistency"] == 1.0
 
@@ -136,8 +137,8 @@ def test_vbench_i2v_suite_from_vbench_info(tmp_path):
 
 TINY = [
     "--model.init_args.dit=debug",
-    '--model.init_args.dit_overrides={"in_channels": 12, "out_channels": 12, "text_embed_dim": 64, '
-    '"pooled_projection_dim": 64, "image_proj_dim": 48}',
+    ('--model.init_args.dit_overrides={"in_channels": 12, "out_channels": 12, "text_embed_dim": 64, '
+     '"pooled_projection_dim": 64, "image_proj_dim": 48}'),
     "--model.init_args.memory_pack.window=3",
     "--model.init_args.semantic_pack.dim=32",
     "--model.init_args.semantic_pack.memory_grid=[2, 2]",

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from lvg.data.toy_world import BACKGROUNDS, COLOURS, PILLAR_RGB, SHAPES, ToyWorldConfig, render_video, sample_video_spec
-from lvg.metrics.toy_world import LABELLED, ToyWorldTruth, segment_length
+from lvg.metrics.drift import segment_length
+from lvg.metrics.toy_world import LABELLED, ToyWorldTruth
 
 CONFIGS = [
     (ToyWorldConfig(num_videos=4, min_seconds=4.0, max_seconds=5.0), range(4)),
@@ -73,7 +74,7 @@ TABLE = [
 
 def truth_identity(truth: dict) -> float:
     """Identity by the truth's own visibility labels: start sprites visible somewhere in the last 15 %."""
-    n = segment_length(truth["num_frames"])
+    n = segment_length(truth["num_frames"], 1)
     start = [s for s in truth["sprites"] if s["visible"][0]]
     return sum(any(s["visible"][-n:]) for s in start) / len(start)
 

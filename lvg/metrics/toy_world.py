@@ -93,6 +93,7 @@ from torch import Tensor
 from torch.nn import functional as F
 from torchmetrics import Metric
 
+from lvg.metrics.drift import segment_length
 from lvg.toy_scene import BACKGROUNDS, PILLAR_RGB, SHAPES, TEXTURE_RANGE, shape_mask, texture_grid
 
 SCORES = ("identity_consistency", "occlusion_recovery", "long_recovery", "short_recovery", "background_stability",
@@ -153,10 +154,6 @@ def _scored(frames: Tensor, first: int) -> Tensor:
         raise ValueError(f"a video of {len(frames)} frames has no generated frame from frame {first} on; a "
                          "continuation is scored on its generated frames only.")
     return frames[first:]
-
-
-def segment_length(num_frames: int, fraction: float = 0.15) -> int:
-    return max(1, math.floor(fraction * num_frames))
 
 
 def _fit(mask: np.ndarray, cx: np.ndarray, cy: np.ndarray, shape: str, radius: int) -> np.ndarray:
@@ -366,7 +363,7 @@ class ToyWorldTruth(Metric):
         if t < self.min_frames:
             raise ValueError(f"toy-world truth metrics need >= {self.min_frames} frames, got {t}"
                              + (f" after the {first}-frame prefix." if first else "."))
-        n = segment_length(t, self.segment)
+        n = segment_length(t, 1, self.segment)  # the drift segments' rule, down to one frame
         head, tail = slice(0, n), slice(t - n, t)  # the start and end segments
         tracks = self.tracks(frames, truth)
         start = [k for k, s in enumerate(truth["sprites"]) if s["visible"][0]]
@@ -469,5 +466,4 @@ class ToyWorldTruth(Metric):
         }
 
 
-__all__ = ["HIGHER_IS_BETTER", "LABELLED", "SCORES", "SpriteTracks", "ToyWorldTruth", "segment_length",
-           "texture_grid"]
+__all__ = ["HIGHER_IS_BETTER", "LABELLED", "SCORES", "SpriteTracks", "ToyWorldTruth", "texture_grid"]
