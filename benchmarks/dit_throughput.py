@@ -59,22 +59,22 @@ def f1_inputs(cfg: DiTConfig, size: int, device: torch.device, dtype: torch.dtyp
         return torch.randn(*shape, device=device, dtype=dtype)
 
     c = cfg.in_channels
-    return dict(
-        hidden_states=r(1, c, window, size, size),
-        timestep=torch.tensor([700.0], device=device),
-        encoder_hidden_states=r(1, 32, cfg.text_embed_dim),
-        encoder_attention_mask=torch.ones(1, 32, device=device),
-        pooled_projections=r(1, cfg.pooled_projection_dim),
-        image_embeds=r(1, 16, cfg.image_proj_dim),
-        guidance=torch.tensor([10000.0], device=device),
-        indices_latents=torch.arange(20, 20 + window, device=device),
-        latents_clean=r(1, c, 2, size, size),
-        indices_latents_clean=torch.tensor([0, 19], device=device),
-        latents_history_2x=r(1, c, 2, size, size),
-        indices_latents_history_2x=torch.tensor([17, 18], device=device),
-        latents_history_4x=r(1, c, 16, size, size),
-        indices_latents_history_4x=torch.arange(1, 17, device=device),
-    )
+    return {
+        "hidden_states": r(1, c, window, size, size),
+        "timestep": torch.tensor([700.0], device=device),
+        "encoder_hidden_states": r(1, 32, cfg.text_embed_dim),
+        "encoder_attention_mask": torch.ones(1, 32, device=device),
+        "pooled_projections": r(1, cfg.pooled_projection_dim),
+        "image_embeds": r(1, 16, cfg.image_proj_dim),
+        "guidance": torch.tensor([10000.0], device=device),
+        "indices_latents": torch.arange(20, 20 + window, device=device),
+        "latents_clean": r(1, c, 2, size, size),
+        "indices_latents_clean": torch.tensor([0, 19], device=device),
+        "latents_history_2x": r(1, c, 2, size, size),
+        "indices_latents_history_2x": torch.tensor([17, 18], device=device),
+        "latents_history_4x": r(1, c, 16, size, size),
+        "indices_latents_history_4x": torch.arange(1, 17, device=device),
+    }
 
 
 def video_tokens(inputs: dict) -> int:

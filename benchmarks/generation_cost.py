@@ -26,8 +26,8 @@ from lvg.models.dit import PackedDiT
 from lvg.models.encoders import Encoders, PixelCodec, ToyImageEncoder, ToyTextEncoder
 from lvg.models.memory_pack import MemoryPackConfig
 from lvg.models.semantic_pack import SemanticPack, SemanticPackConfig
-from lvg.sampling.pipeline import LongVideoPipeline, SamplingConfig, SectionDecoder
 from lvg.prompts import PromptSchedule
+from lvg.sampling.pipeline import LongVideoPipeline, SamplingConfig, SectionDecoder
 
 
 def peak_rss_mib() -> float:

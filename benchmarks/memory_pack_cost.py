@@ -61,9 +61,9 @@ def main() -> None:
     def r(*shape):
         return torch.randn(*shape, device=device)
 
-    cond = dict(text=r(1, 32, cfg.text_embed_dim), text_mask=torch.ones(1, 32, device=device),
-                pooled=r(1, cfg.pooled_projection_dim), image=r(1, 16, cfg.image_proj_dim))
-    common = dict(timestep=torch.tensor([700.0], device=device), guidance=torch.tensor([10000.0], device=device))
+    cond = {"text": r(1, 32, cfg.text_embed_dim), "text_mask": torch.ones(1, 32, device=device),
+            "pooled": r(1, cfg.pooled_projection_dim), "image": r(1, 16, cfg.image_proj_dim)}
+    common = {"timestep": torch.tensor([700.0], device=device), "guidance": torch.tensor([10000.0], device=device)}
     x, section_latents = r(1, c, mp.window, LATENT, LATENT), r(1, c, mp.window, LATENT, LATENT)
 
     # MemoryPack: advance one state to each measured section; the measured step is not kept.
@@ -75,7 +75,7 @@ def main() -> None:
                 state.update(section_latents)
             snapshot = state.state_dict()
 
-            def step():
+            def step(snapshot=snapshot):
                 dit(hidden_states=x, **common, **state.context())
                 state.update(section_latents)
                 state.load_state_dict(snapshot)
@@ -89,7 +89,7 @@ def main() -> None:
             history = r(1, c, 1 + n * mp.window, LATENT, LATENT)
             indices = torch.arange(history.shape[2], device=device)
 
-            def step():
+            def step(history=history, indices=indices):
                 dit(hidden_states=x, **common, encoder_hidden_states=cond["text"],
                     encoder_attention_mask=cond["text_mask"], pooled_projections=cond["pooled"],
                     image_embeds=cond["image"], latents_clean=history, indices_latents_clean=indices,

@@ -384,12 +384,12 @@ def markdown(summary: dict[str, Any]) -> str:
     rows = [(name, {"metrics": {m: a["metrics"][m]["mean"] for m in present}, "drift": {}}) for name, a in arms.items()]
     lines = [
         "# Toy-world ablation (the paper's Table 2 and fusion study)", "",
-        f"{setting['seeds']} seed(s), {setting['steps']} training steps per arm (stage-2 arms: {setting['steps']} "
+        (f"{setting['seeds']} seed(s), {setting['steps']} training steps per arm (stage-2 arms: {setting['steps']} "
         f"more from the MemoryPack checkpoint of the same seed), {setting['num_videos']} training videos of the "
         f"memory world, {setting['benchmark_videos']} held-out benchmark videos per seed, each continued twice from "
         f"a ground-truth prefix (long_absence, short_absence); window {setting['window']}, history "
         f"{setting['history']}. 95 % bootstrap intervals "
-        f"({RESAMPLES} resamples: seeds, then videos within each seed).", "",
+        f"({RESAMPLES} resamples: seeds, then videos within each seed)."), "",
         "Means (the layout of `lvg compare`):", "",
         markdown_tables(rows, HIGHER),
         "With the 95 % intervals (fractions x 100; drifts in 0..255 pixel units; step time in seconds):", "",
@@ -465,11 +465,11 @@ def notes(setting: Setting) -> list[str]:
         ("Identity, background, occluder and drift are means over both continuations of each video, over the "
          "generated frames (the prefix never counts), which run to the held-out video's end "
          f"({setting.toy.min_seconds:g}-{setting.toy.max_seconds:g} s), not the paper's 60 s."),
-        "Student Forcing trains as many sections per step as the Direct Forcing recipe (sections_per_step), so "
+        ("Student Forcing trains as many sections per step as the Direct Forcing recipe (sections_per_step), so "
         "the step-time ratio compares the history mechanisms. Every recipe's warm-up is scaled to the run's "
-        "steps (same share of the run).",
-        "Toy scale on a CPU: a tiny DiT trained for minutes on a procedural world. The intervals cover seed and "
-        "video variation only, not the choice of world or scale.",
+        "steps (same share of the run)."),
+        ("Toy scale on a CPU: a tiny DiT trained for minutes on a procedural world. The intervals cover seed and "
+        "video variation only, not the choice of world or scale."),
     ]
 
 

@@ -1,10 +1,10 @@
 """Media IO below every stage: reading and writing mp4 video with PyAV, loading images.
 
-Frames are ``(T, H, W, 3)`` uint8 RGB numpy arrays. Lossless writing uses ``libx264rgb`` at ``qp 0`` (RGB, no chroma subsampling): decoded pixels equal
-the written ones exactly, which the toy world's ground truth relies on. Lossy writing uses
-``libx264`` yuv420p at ``crf 18``. Encoding is single-threaded and the mp4 carries no creation time,
-so identical frames give byte-identical files. Files are written to a temporary name and renamed,
-so a crash never leaves a half-written video under the final name.
+Frames are ``(T, H, W, 3)`` uint8 RGB numpy arrays. Lossless writing uses ``libx264rgb`` at ``qp 0`` (RGB, no
+chroma subsampling): decoded pixels equal the written ones exactly, which the toy world's ground truth relies
+on. Lossy writing uses ``libx264`` yuv420p at ``crf 18``. Encoding is single-threaded and the mp4 carries no
+creation time, so identical frames give byte-identical files. Files are written to a temporary name and
+renamed, so a crash never leaves a half-written video under the final name.
 """
 
 from __future__ import annotations

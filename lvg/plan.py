@@ -165,7 +165,8 @@ def _section_forward(
     cfg = dit.config
     h, w = latent_hw
     start = torch.zeros(1, cfg.in_channels, 1, h, w, dtype=dtype)
-    packed = pack_history(start, start, window, 0, "relative", **({"history_sizes": history_sizes} if history_sizes else {}))
+    packed = pack_history(start, start, window, 0, "relative",
+                          **({"history_sizes": history_sizes} if history_sizes else {}))
     history = {k: v.to(dtype) if k.startswith("latents") else v for k, v in packed.as_kwargs().items()}
     if dit.clean_x_embedder is None:
         history = {k: v for k, v in history.items() if k == "indices_latents"}
@@ -363,7 +364,8 @@ def plan_stage(
     (``lvg.cli.configs.build_model``), so a 13B model costs no memory."""
     init = module.hparams
     strategy_spec = trainer.get("strategy")
-    strategy_cfg = str(strategy_spec.get("class_path", "")) if isinstance(strategy_spec, dict) else str(strategy_spec or "")
+    strategy_cfg = (str(strategy_spec.get("class_path", "")) if isinstance(strategy_spec, dict)
+                    else str(strategy_spec or ""))
     devices = devices or (trainer.get("devices") if isinstance(trainer.get("devices"), int) else 1)
     strategy = strategy or ("fsdp" if "FSDP" in strategy_cfg else ("ddp" if devices > 1 else "single"))
     precision = precision or ("bf16-mixed" if "bf16" in str(trainer.get("precision") or "bf16-mixed") else "32")

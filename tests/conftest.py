@@ -1,9 +1,9 @@
 """Fixtures shared across test files (plain helpers live in ``toy_setup.py``)."""
 
 import pytest
-from toy_setup import datamodule, prepare_toy_root, random_dit
 
 from lvg.data.datamodule import collate_videos
+from toy_setup import datamodule, prepare_toy_root, random_dit
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from toy_setup import TINY_TOY, datamodule, module
 from lvg.data.datamodule import ToyWorldDataModule
 from lvg.training import DirectForcingModule, TeacherForcingModule
+from toy_setup import TINY_TOY, datamodule, module
 
 
 class Record(L.Callback):

@@ -20,16 +20,16 @@ def make_inputs(batch=1, text_len=7, valid=(7,), seed=0, history=True, f1_indice
     mask = torch.zeros(batch, text_len)
     for i, n in enumerate(valid):
         mask[i, :n] = 1
-    inputs = dict(
-        hidden_states=r(batch, 4, 3, 4, 4),
-        timestep=torch.rand(batch, generator=g) * 1000,
-        encoder_hidden_states=r(batch, text_len, 16),
-        encoder_attention_mask=mask,
-        pooled_projections=r(batch, 8),
-        image_embeds=r(batch, 12, 16),
-        guidance=torch.full((batch,), 6000.0),
-        indices_latents=torch.arange(3),
-    )
+    inputs = {
+        "hidden_states": r(batch, 4, 3, 4, 4),
+        "timestep": torch.rand(batch, generator=g) * 1000,
+        "encoder_hidden_states": r(batch, text_len, 16),
+        "encoder_attention_mask": mask,
+        "pooled_projections": r(batch, 8),
+        "image_embeds": r(batch, 12, 16),
+        "guidance": torch.full((batch,), 6000.0),
+        "indices_latents": torch.arange(3),
+    }
     if history:
         inputs.update(
             latents_clean=r(batch, 4, 2, 4, 4),

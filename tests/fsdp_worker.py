@@ -9,12 +9,12 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from toy_setup import TINY_TOY, datamodule, module
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
 from lvg.data.datamodule import ToyWorldDataModule
 from lvg.training import DirectForcingModule, TeacherForcingModule
 from lvg.training.parallel import FSDPStrategy
+from toy_setup import TINY_TOY, datamodule, module
 
 MAX_GRAD_NORM = 0.05  # small enough that every step clips: the sharded-aware norm must equal the full one
 

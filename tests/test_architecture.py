@@ -60,7 +60,8 @@ def lvg_imports(path: Path) -> list[tuple[int, str]]:
             continue
         if isinstance(node, ast.Import):
             found += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "lvg"]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.split(".")[0] == "lvg":
+        elif (isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+              and node.module.split(".")[0] == "lvg"):
             for alias in node.names:
                 sub = f"{node.module}.{alias.name}"
                 is_module = (PACKAGE.parent / Path(*sub.split("."))).with_suffix(".py").exists() or (
@@ -83,7 +84,8 @@ def test_every_import_points_down_the_pipeline():
             if to == part or target == "lvg":
                 continue
             if part in NEUTRAL and to not in NEUTRAL - {"__init__"}:
-                wrong.append(f"{path.relative_to(PACKAGE.parent)}:{line} -> {target} (a neutral module imports a stage)")
+                wrong.append(f"{path.relative_to(PACKAGE.parent)}:{line} -> {target} "
+                             "(a neutral module imports a stage)")
             elif to in FORBIDDEN.get(part, set()):
                 wrong.append(f"{path.relative_to(PACKAGE.parent)}:{line} -> {target} ({part} must not import {to})")
     assert not wrong, "imports that point up or sideways:\n" + "\n".join(wrong)
@@ -117,3 +119,26 @@ def test_the_walk_sees_imports_it_must_refuse(tmp_path):
         "def f():\n    from lvg.training import parallel\n    import lvg.cli\n"
     )
     assert lvg_imports(source) == [(5, "lvg.training.parallel"), (6, "lvg.cli")]
+
+
+def _ruff(*args: str):
+    import subprocess
+
+    from ruff.__main__ import find_ruff_bin
+
+    return subprocess.run([find_ruff_bin(), *args], cwd=Path(__file__).parents[1], capture_output=True, text=True,
+                          check=False)
+
+
+def test_ruff_finds_nothing():
+    """The repo's ruff rules (pyproject.toml [tool.ruff.lint]) hold for lvg/, tests/ and benchmarks/."""
+    result = _ruff("check", "--no-cache", "lvg", "tests", "benchmarks")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+def test_ruff_would_fail_on_a_finding(tmp_path):
+    """The lint test can fail: an unused import and a 121-character line are findings under the repo's config."""
+    probe = tmp_path / "probe.py"
+    probe.write_text("import os\nx = '" + "a" * 115 + "'\n")
+    result = _ruff("check", "--no-cache", "--config", str(Path(__file__).parents[1] / "pyproject.toml"), str(probe))
+    assert result.returncode == 1 and "F401" in result.stdout and "E501" in result.stdout

@@ -6,8 +6,8 @@ from contextlib import nullcontext
 
 import pytest
 import torch
-from dit_inputs import F1_INDICES
 
+from dit_inputs import F1_INDICES
 from lvg.config import DiTConfig
 from lvg.models.dit import PackedDiT
 from lvg.models.memory_pack import MemoryPackConfig

@@ -3,10 +3,9 @@
 import pytest
 import torch
 
+from dit_inputs import F1_INDICES, make_inputs, select
 from lvg.config import DiTConfig
 from lvg.models.dit import PackedDiT
-
-from dit_inputs import F1_INDICES, make_inputs, select
 
 diffusers = pytest.importorskip("diffusers", reason="the `test` extra installs the diffusers oracle")
 
@@ -155,7 +154,8 @@ def test_initialize_weights_after_meta_materialisation():
     # adaLN-Zero: every block starts as the identity and the output projection at zero.
     out = meta_model(**make_inputs())
     assert torch.equal(out, torch.zeros_like(out))
-    assert all(torch.equal(b.norm1.linear.weight, torch.zeros_like(b.norm1.linear.weight)) for b in meta_model.transformer_blocks)
+    assert all(torch.equal(b.norm1.linear.weight, torch.zeros_like(b.norm1.linear.weight))
+               for b in meta_model.transformer_blocks)
 
 
 def test_bf16_forward_close_to_fp32(models):
@@ -165,7 +165,8 @@ def test_bf16_forward_close_to_fp32(models):
     inputs = make_inputs()
     ref = run(model, inputs)
     model.to(torch.bfloat16)
-    out = run(model, {k: v.bfloat16() if v.is_floating_point() and not k.startswith("indices") else v for k, v in inputs.items()})
+    out = run(model, {k: v.bfloat16() if v.is_floating_point() and not k.startswith("indices") else v
+                      for k, v in inputs.items()})
     assert out.dtype == torch.bfloat16
     assert (out.float() - ref).abs().max() < 0.1 * ref.abs().max()
 
@@ -173,7 +174,8 @@ def test_bf16_forward_close_to_fp32(models):
 @pytest.mark.parametrize(
     "change, match",
     [
-        (lambda x: x.update(hidden_states=torch.randn(1, 5, 3, 4, 4)), r"hidden_states must have shape \(B, 4, T, H, W\)"),
+        (lambda x: x.update(hidden_states=torch.randn(1, 5, 3, 4, 4)),
+         r"hidden_states must have shape \(B, 4, T, H, W\)"),
         (lambda x: x.update(hidden_states=torch.randn(1, 4, 3, 5, 4)), "divisible by the patch size"),
         (lambda x: x.update(indices_latents=torch.arange(4)), r"indices_latents must have shape \(3,\) or \(1, 3\)"),
         (lambda x: x.update(indices_latents_history_4x=torch.arange(15)), r"4x history must have shape \(16,\)"),
@@ -182,7 +184,8 @@ def test_bf16_forward_close_to_fp32(models):
         (lambda x: x.update(guidance=None), "guidance of shape"),
         (lambda x: x.update(timestep=torch.tensor(500.0)), "timestep must have shape"),
         (lambda x: x.update(encoder_attention_mask=torch.zeros(1, 7)), "at least one valid text token"),
-        (lambda x: x.update(encoder_hidden_states=torch.randn(1, 7, 15)), r"encoder_hidden_states must have shape \(1, L, 16\)"),
+        (lambda x: x.update(encoder_hidden_states=torch.randn(1, 7, 15)),
+         r"encoder_hidden_states must have shape \(1, L, 16\)"),
         (lambda x: x.update(image_embeds=None), "image_embeds is required"),
         (lambda x: x.update(memory_tokens=torch.randn(1, 3, 7)), r"memory_tokens must have shape \(1, L, 20\)"),
         (lambda x: x.update(pooled_projections=torch.randn(1, 9)), "pooled_projections must have shape"),

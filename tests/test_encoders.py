@@ -16,7 +16,8 @@ def test_pixel_codec_is_exactly_invertible():
     assert torch.equal(codec.decode(latents), video)
     # space-to-depth: channel c*16 + i*4 + j of latent (y, x) is pixel (4y + i, 4x + j) of colour c, normalised
     pixel = video[1, 4, 2, 4 * 2 + 1, 4 * 5 + 3].float() / 127.5 - 1
-    torch.testing.assert_close(latents[1, 2 * 16 + 1 * 4 + 3, 4, 2, 5], (pixel - codec.shift_factor) * codec.scaling_factor)
+    torch.testing.assert_close(latents[1, 2 * 16 + 1 * 4 + 3, 4, 2, 5],
+                               (pixel - codec.shift_factor) * codec.scaling_factor)
     raw = PixelCodec(4, scaling_factor=1.0, shift_factor=0.0).encode(video)
     assert raw.min() >= -1 and raw.max() <= 1 and torch.equal(PixelCodec(4, 1.0, 0.0).decode(raw), video)
 

@@ -1,6 +1,7 @@
 """Flow math against the paper's t-convention and closed forms."""
 
 import math
+from itertools import pairwise
 
 import pytest
 import torch
@@ -59,7 +60,7 @@ def test_euler_integrates_straight_path_exactly(sample):
     v = flow.velocity_target(x0, eps)
     sigmas = flow.sampling_sigmas(7, shift=3.0).double()
     x = eps.clone()
-    for s, s_next in zip(sigmas[:-1], sigmas[1:]):
+    for s, s_next in pairwise(sigmas):
         x = flow.euler_step(x, v, s, s_next)
     torch.testing.assert_close(x, x0)
 

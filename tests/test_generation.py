@@ -10,8 +10,8 @@ from lvg.models.dit import PackedDiT
 from lvg.models.encoders import Encoders, PixelCodec, ToyImageEncoder, ToyTextEncoder
 from lvg.models.memory_pack import MemoryPackConfig
 from lvg.models.semantic_pack import SemanticPack, SemanticPackConfig
-from lvg.sampling.pipeline import LongVideoPipeline, SamplingConfig
 from lvg.prompts import PromptSchedule
+from lvg.sampling.pipeline import LongVideoPipeline, SamplingConfig
 
 CFG = DiTConfig.from_name("debug", in_channels=48, out_channels=48, text_embed_dim=64, pooled_projection_dim=64,
                           image_proj_dim=48)
@@ -202,7 +202,8 @@ def test_end_frame_joins_the_clean_latents_at_the_final_frame(mode, first):
 
 def test_generation_with_an_end_frame_changes_the_video_and_resumes(pipe, tmp_path):
     plain = pipe(images(), ["a red circle"], num_sections=2, fps=FPS, seed=1, progress=False)
-    steered = pipe(images(), ["a red circle"], num_sections=2, fps=FPS, seed=1, progress=False, end_images=images(seed=9))
+    steered = pipe(images(), ["a red circle"], num_sections=2, fps=FPS, seed=1, progress=False,
+                   end_images=images(seed=9))
     assert torch.equal(plain[:, 0], steered[:, 0]) and not torch.equal(plain, steered)
     out = pipe(images(), ["a red circle"], num_sections=2, fps=FPS, seed=1, progress=False, end_images=images(seed=9),
                output=tmp_path / "end.mp4")[0]
@@ -263,11 +264,12 @@ def test_temporal_codec_sections_are_blended_like_framepack_and_streamed(tmp_pat
     for p in dit.parameters():
         torch.nn.init.normal_(p, std=0.05)
     codec = TemporalCodec()
-    pipe = LongVideoPipeline(dit, MemoryPackConfig(window=WINDOW), Encoders(codec, ToyTextEncoder(64), ToyImageEncoder()),
-                             sampling=SamplingConfig(steps=2))
+    pipe = LongVideoPipeline(dit, MemoryPackConfig(window=WINDOW),
+                             Encoders(codec, ToyTextEncoder(64), ToyImageEncoder()), sampling=SamplingConfig(steps=2))
     sections = 4
     video = pipe(images(), ["a red circle"], num_sections=sections, fps=FPS, progress=False)[0].numpy()
-    path = pipe(images(), ["a red circle"], num_sections=sections, fps=FPS, progress=False, output=tmp_path / "t.mp4")[0]
+    path = pipe(images(), ["a red circle"], num_sections=sections, fps=FPS, progress=False,
+                output=tmp_path / "t.mp4")[0]
     assert np.array_equal(read_video(path)[0], video)
     assert video.shape[0] == codec.num_pixel_frames(1 + sections * WINDOW)  # 4N - 3 frames for N latents
 
@@ -277,7 +279,10 @@ def test_temporal_codec_sections_are_blended_like_framepack_and_streamed(tmp_pat
 
     latents = [load_file(str(parts / f"section_{n:05d}.safetensors"))["latents"] for n in range(sections)]
     start = codec.encode(images().unsqueeze(1))
-    decode = lambda x: codec.decode(x)[0].permute(0, 2, 3, 1).numpy()  # noqa: E731
+
+    def decode(x):
+        return codec.decode(x)[0].permute(0, 2, 3, 1).numpy()
+
     history = decode(torch.cat([start, latents[0]], dim=2))
     for n in range(1, sections):
         history = soft_append(history, decode(torch.cat([latents[n - 1], latents[n]], dim=2)),

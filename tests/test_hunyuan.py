@@ -8,7 +8,6 @@ pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
 from hunyuan_tiny import TEMPLATE, tiny_modules
-
 from lvg.models.encoders import Encoders, ImageEncoder, TextEncoder, VideoCodec
 from lvg.models.hunyuan import HunyuanTextEncoder, HunyuanVideoVAE, SiglipImageEncoder
 from lvg.models.memory_pack import MemoryPackConfig

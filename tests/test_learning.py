@@ -100,7 +100,9 @@ def noise_like(x: torch.Tensor, seed: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def x0_error(module: TeacherForcingModule, x0: torch.Tensor, state: MemoryPackState, sigma: float, seed: int = 0) -> float:
+def x0_error(
+    module: TeacherForcingModule, x0: torch.Tensor, state: MemoryPackState, sigma: float, seed: int = 0
+) -> float:
     """MSE / var(x0) of the one-step x0 estimate at ``sigma`` (fixed noise)."""
     x_sigma = flow.add_noise(x0, noise_like(x0, seed), sigma)
     v = module.velocity(x_sigma, torch.full((x0.shape[0],), sigma), state.context())

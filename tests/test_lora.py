@@ -3,12 +3,11 @@
 import lightning as L
 import pytest
 import torch
-from dit_inputs import make_inputs
 from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
-from toy_setup import datamodule, module, trainer
 
+from dit_inputs import make_inputs
 from lvg.cli import export_lora_main as export_main
 from lvg.models.lora import (
     LoRAConfig,
@@ -20,6 +19,7 @@ from lvg.models.lora import (
     save_lora,
 )
 from lvg.training import DirectForcingModule, TeacherForcingModule
+from toy_setup import datamodule, module, trainer
 
 DUAL = ["attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "attn.add_q_proj", "attn.add_k_proj",
         "attn.add_v_proj", "attn.to_add_out", "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2"]
@@ -155,7 +155,7 @@ def test_lora_fit_changes_only_adapters_and_its_checkpoint_loads(toy_root, tmp_p
     L.seed_everything(0)
     model = module(TeacherForcingModule, lora=LoRAConfig(rank=2, alpha=4.0))
     with torch.no_grad():  # "pretrained" weights: the zero-initialised gates and output would block every gradient
-        for name, p in model.dit.named_parameters():
+        for _name, p in model.dit.named_parameters():
             if not p.requires_grad:
                 p.normal_(0, 0.05)
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -170,7 +170,7 @@ def test_read_table_refuses_unknown_types_and_missing_files(tmp_path):
 
 
 def test_prepare_cli_imports_and_validates(tmp_path, capsys):
-    from lvg.data.prepare import prepare_main
+    from lvg.cli.tools import prepare_main
 
     meta = tmp_path / "mira.json"
     meta.write_text(json.dumps([mira_row("3.3")]))

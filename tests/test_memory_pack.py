@@ -73,7 +73,8 @@ def test_f1_layout_indices_reproduce_framepack():
     assert idx["indices_latents"].tolist() == list(range(20, 29))
     # FramePack-F1: indices = arange(0, 1+16+2+1+9).split([1, 16, 2, 1, 9])
     start, _, _, i1, win = torch.arange(29).split([1, 16, 2, 1, 9])
-    assert torch.equal(idx["indices_latents"], win) and torch.equal(idx["indices_latents_clean"], torch.cat([start, i1]))
+    assert torch.equal(idx["indices_latents"], win)
+    assert torch.equal(idx["indices_latents_clean"], torch.cat([start, i1]))
 
 
 def test_packing_matches_framepack_f1_loop_section_by_section():
@@ -103,7 +104,8 @@ def test_context_size_is_independent_of_history_length(dit, num_sections):
     assert packed.latents_history_4x.shape == (2, C, 16, H, W)
     tokens = sum(
         dit.clean_x_embedder(x, scale).shape[1]
-        for x, scale in ((packed.latents_clean, "1x"), (packed.latents_history_2x, "2x"), (packed.latents_history_4x, "4x"))
+        for x, scale in ((packed.latents_clean, "1x"), (packed.latents_history_2x, "2x"),
+                         (packed.latents_history_4x, "4x"))
     )
     # 1x: 2 frames x 4x4 patches; 2x: 1 x 2x2; 4x: 4 x 1x1 -- whatever the history length.
     assert tokens == 2 * 16 + 1 * 4 + 4 * 1
@@ -185,7 +187,8 @@ def test_rope_score_depends_only_on_index_difference(mode):
     score = qk_score(q.float(), k.float(), window0, recent)
     assert window0 - recent == 1  # the newest history frame sits right before the window in both modes
     for shift in (-7, 3, 1000):
-        torch.testing.assert_close(qk_score(q.float(), k.float(), window0 + shift, recent + shift), score, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(qk_score(q.float(), k.float(), window0 + shift, recent + shift), score,
+                                   rtol=1e-4, atol=1e-4)
     # A different gap gives a different score: positions really enter.
     assert abs(qk_score(q.float(), k.float(), window0, recent - 5) - score) > 1e-3
 
@@ -205,7 +208,8 @@ def test_absolute_mode_changes_backbone_output(dit):
 # --- SemanticPack --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fusion, psi_len_0, psi_len", [("A", 7 + 5, 4), ("B", 7 + 5, 7 + 5), ("C", 7 + 5 + 4, 7 + 5 + 4)])
+@pytest.mark.parametrize("fusion, psi_len_0, psi_len",
+                         [("A", 7 + 5, 4), ("B", 7 + 5, 7 + 5), ("C", 7 + 5 + 4, 7 + 5 + 4)])
 def test_fusion_shapes_masks_and_fixed_size_over_20_updates(fusion, psi_len_0, psi_len):
     torch.manual_seed(0)
     sp = SemanticPack(small_sp(fusion=fusion), CFG)
@@ -353,7 +357,8 @@ def test_state_from_another_configuration_is_refused():
     with pytest.raises(ValueError, match="resume with the configuration that wrote it"):
         MemoryPackState(MemoryPackConfig(window=WINDOW), start, semantic_pack=sp_b, **cond).load_state_dict(saved)
     with pytest.raises(ValueError, match="'start' has shape"):
-        MemoryPackState(MemoryPackConfig(window=WINDOW), randn(1, C, 1, H, 16), semantic_pack=sp_a, **cond).load_state_dict(saved)
+        MemoryPackState(MemoryPackConfig(window=WINDOW), randn(1, C, 1, H, 16), semantic_pack=sp_a,
+                        **cond).load_state_dict(saved)
 
 
 def test_update_rejects_wrong_shape():

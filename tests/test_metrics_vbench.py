@@ -47,7 +47,10 @@ def background(reduction: str = "pairs") -> BackgroundConsistency:
 
 def expected_s(degrees: list[float]) -> tuple[float, int]:
     """Reference ``(sum_i c_i, T - 1)`` of the consistency formula for unit vectors at the given angles."""
-    cos = lambda a, b: math.cos(math.radians(a - b))
+
+    def cos(a, b):
+        return math.cos(math.radians(a - b))
+
     terms = [(max(0.0, cos(degrees[i - 1], degrees[i])) + max(0.0, cos(degrees[0], degrees[i]))) / 2
              for i in range(1, len(degrees))]
     return sum(terms), len(terms)
@@ -190,7 +193,7 @@ class RecordingScorer(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         self.shapes.append(tuple(images.shape[-2:]))
-        assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0
+        assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
         return images.mean((1, 2, 3)) * 100.0
 
 

@@ -2,12 +2,12 @@
 
 import pytest
 import torch
-from toy_setup import DEBUG_FOR_PIXEL4, pixel4_encoders, start_image
 
 from lvg.models.dit import PackedDiT
 from lvg.models.memory_pack import MemoryPackConfig
 from lvg.sampling.offload import enable_block_offload
 from lvg.sampling.pipeline import LongVideoPipeline, SamplingConfig
+from toy_setup import DEBUG_FOR_PIXEL4, pixel4_encoders, start_image
 
 DIT = dict(std=0.05, num_layers=2, num_single_layers=2, **DEBUG_FOR_PIXEL4)  # make_dit(**DIT)
 

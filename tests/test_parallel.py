@@ -11,10 +11,10 @@ import lightning as L
 import pytest
 import torch
 from fsdp_worker import MAX_GRAD_NORM
-from toy_setup import module, replay_ranks_in_one_process
 
 from lvg.training import DirectForcingModule, TeacherForcingModule
 from lvg.training.parallel import FSDPStrategy, clip_grad_norm
+from toy_setup import module, replay_ranks_in_one_process
 
 WORKER = Path(__file__).parent / "fsdp_worker.py"
 

@@ -7,11 +7,11 @@ import json
 import pytest
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from lvg.config import DIT_PRESETS
-from lvg.models.dit import DualStreamBlock, SingleStreamBlock
 from lvg.cli import main as lvg_main
 from lvg.cli.configs import build_model
 from lvg.cli.tools import plan_main
+from lvg.config import DIT_PRESETS
+from lvg.models.dit import DualStreamBlock, SingleStreamBlock
 from lvg.plan import PlanError, make_plan, measure_activations
 
 NO_SEMANTIC = {"enabled": False}

@@ -375,5 +375,6 @@ def test_shards_written_before_latent_normalisation_are_refused(toy, tmp_path):
                   "--manifest", str(write_manifest(tmp_path / "m.jsonl", toy_rows(toy)[:1]))])
     index = json.loads((out / "index.json").read_text())
     (out / "index.json").write_text(json.dumps({**index, "format": 1}))
-    with pytest.raises(ValueError, match=r"format 1 is not 2 \(written before latents were normalised.*rerun `lvg prepare`"):
+    with pytest.raises(ValueError,
+                       match=r"format 1 is not 2 \(written before latents were normalised.*rerun `lvg prepare`"):
         read_index(out)

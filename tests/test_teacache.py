@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 import torch
-from toy_setup import DEBUG_FOR_PIXEL4, pixel4_encoders, start_image
 
 from lvg.config import DiTConfig
 from lvg.models.memory_pack import MemoryPackConfig
 from lvg.sampling import teacache
 from lvg.sampling.pipeline import LongVideoPipeline, SamplingConfig
 from lvg.sampling.teacache import HUNYUAN_VIDEO_COEFFICIENTS, TeaCache
+from toy_setup import DEBUG_FOR_PIXEL4, pixel4_encoders, start_image
 
 CFG = DiTConfig.from_name("debug", **DEBUG_FOR_PIXEL4)
 STEPS = 10
@@ -72,7 +72,7 @@ def test_positive_threshold_skips_steps_and_stays_close(dit, plain):
     pipe.dit.transformer_blocks[0]._forward_hooks.clear()
     assert 4 <= passes["n"] < 2 * STEPS  # at least the first and last step of each section
     error = (out.float() - plain.float()).abs()
-    assert 0 < error.max() and error.mean() < 4  # uint8 frames: lossy but close
+    assert error.max() > 0 and error.mean() < 4  # uint8 frames: lossy but close
 
 
 def test_caches_are_fresh_per_section_and_per_cfg_branch(dit, monkeypatch):

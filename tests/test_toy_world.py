@@ -3,6 +3,7 @@
 import hashlib
 import json
 import time
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -100,7 +101,7 @@ def _check_truth_against_pixels(rendered):
 def _hidden_runs(visible: np.ndarray) -> list[tuple[int, int]]:
     """``[start, end)`` of every run of invisible frames that has visible frames on both sides."""
     edges = np.flatnonzero(np.diff(visible.astype(int)))
-    return [(a + 1, b + 1) for a, b in zip(edges[:-1], edges[1:]) if visible[a] and not visible[a + 1]]
+    return [(a + 1, b + 1) for a, b in pairwise(edges) if visible[a] and not visible[a + 1]]
 
 
 def test_sprites_leave_hide_and_come_back(rendered):
@@ -183,14 +184,14 @@ def test_context_span_sizes_and_kinds():
 def _runs(visible: list[bool]) -> list[tuple[int, int, bool]]:
     """``(start, end, visible)`` of every maximal run of equal visibility."""
     edges = [0, *(np.flatnonzero(np.diff(np.array(visible, dtype=int))) + 1).tolist(), len(visible)]
-    return [(a, b, visible[a]) for a, b in zip(edges[:-1], edges[1:])]
+    return [(a, b, visible[a]) for a, b in pairwise(edges)]
 
 
 def _check_memory_world(config: ToyWorldConfig, rendered) -> set[str]:
     """Every video has a sprite that enters after frame 0, is in view for a section, hides briefly (inside the
     history), is in view again, hides for longer than the context span and returns; returns the hiding places."""
     span, places = config.context, set()
-    for frames, truth in rendered:
+    for _frames, truth in rendered:
         assert truth["context"]["span_frames"] == span.frames
         assert truth["context"]["history_frames"] == span.history_frames
         (k,) = [k for k, s in enumerate(truth["sprites"]) if s["role"] == "returns"]

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from toy_setup import CONFIGS, DEBUG_FOR_TOY, WINDOW, datamodule, module, replay_ranks_in_one_process, trainer
 
 from lvg.cli import main
 from lvg.media import read_video
 from lvg.models.memory_pack import MemoryPackConfig, MemoryPackState
 from lvg.models.semantic_pack import SemanticPackConfig
 from lvg.training import DirectForcingModule, StudentForcingModule, TeacherForcingModule
+from toy_setup import CONFIGS, DEBUG_FOR_TOY, WINDOW, datamodule, module, replay_ranks_in_one_process, trainer
 
 # --- CLI ------------------------------------------------------------------------------------------
 
@@ -62,7 +62,8 @@ def test_main_job_chain_stage1_checkpoint_into_stage2(tmp_path, monkeypatch):
     Image.fromarray(frames[0]).save(start)
     generate = ["generate", "--config", str(CONFIGS / "direct_forcing.yaml"), *CLI_TINY,
                 "--ckpt_path", "runs/direct_forcing/checkpoints/last.ckpt",
-                "--image", str(start), "--sections", "2", "--model.init_args.sampling.steps=2", "--output", "out/video.mp4"]
+                "--image", str(start), "--sections", "2", "--model.init_args.sampling.steps=2",
+                "--output", "out/video.mp4"]
     main([*generate, "--prompt", "[0s] a red circle [0.5s] a blue square"])
     video, fps = read_video(tmp_path / "out/video.mp4")
     assert video.shape == (1 + 2 * WINDOW, 32, 32, 3) and fps == 8
@@ -222,7 +223,8 @@ def test_sections_per_step_scores_that_many_random_sections(cls, toy_data, monke
     for step in range(8):
         calls.clear(), backwards.clear(), updates.clear()
         losses, sigmas = model.video_gradients(batch, model.step_generator(step, 0),
-                                               lambda loss, **kw: backwards.append(loss.detach().item()), contextlib.nullcontext)
+                                               lambda loss, **kw: backwards.append(loss.detach().item()),
+                                               contextlib.nullcontext)
         assert len(losses) == 1 and len(sigmas) == 1 and len(backwards) == 1
         assert backwards[0] == pytest.approx(float(next(iter(losses.values()))))  # weight 1 / scored sections
         assert len(updates) == sections  # the memory still advances through the whole video

@@ -6,10 +6,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from dit_inputs import make_inputs
 from lvg.config import DiTConfig
 from lvg.models.dit import PackedDiT
-
-from dit_inputs import make_inputs
 
 diffusers = pytest.importorskip("diffusers", reason="the `test` extra installs the diffusers oracle")
 

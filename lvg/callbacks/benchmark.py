@@ -232,10 +232,10 @@ class BenchmarkReport(L.Callback):
             "videos": records, "curves": curves,
             "timing": {**timing, "metrics_share": timing["metrics_s"] / total if total else 0.0},
             "notes": [
-                "Metrics are computed on the generated uint8 frames before mp4 encoding (VBench scores "
-                "re-encoded files, so its numbers can differ slightly).",
-                "Group rows are means over the group's videos; the 'all' row reduces as VBench does "
-                "(pair-weighted consistency).",
+                ("Metrics are computed on the generated uint8 frames before mp4 encoding (VBench scores "
+                "re-encoded files, so its numbers can differ slightly)."),
+                ("Group rows are means over the group's videos; the 'all' row reduces as VBench does "
+                "(pair-weighted consistency)."),
             ],
         }
         if self.preferences:

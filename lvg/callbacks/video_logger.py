@@ -82,7 +82,8 @@ class SampleVideoLogger(L.Callback):
             return
         starts = batch["latents"][:need, :, :1].float().cpu()
         decoded = encoders.codec.decode(starts)[:, 0]  # (B, 3, H, W) uint8
-        self._fixed = (torch.cat([images, decoded]) if len(prompts) else decoded, prompts + list(batch["caption"][:need]))
+        self._fixed = (torch.cat([images, decoded]) if len(prompts) else decoded,
+                       prompts + list(batch["caption"][:need]))
 
     def state_dict(self) -> dict[str, Any]:
         images, prompts = self._fixed

@@ -60,7 +60,8 @@ def plan_main(argv: list[str]) -> None:
     parser.add_argument("--config", type=str | None, default=None,
                         help="a stage YAML config, read as `lvg fit --config` reads it (base:, defaults)")
     parser.add_argument("--model", type=str | None, default=None,
-                        help=f"instead of --config: a DiT preset (trainable: all, window 9), one of {sorted(DIT_PRESETS)}")
+                        help="instead of --config: a DiT preset (trainable: all, window 9), "
+                             f"one of {sorted(DIT_PRESETS)}")
     parser.add_argument("--strategy", type=Literal["single", "ddp", "fsdp"] | None, default=None,
                         help="default: fsdp when the config's trainer uses FSDPStrategy, else single / ddp by devices")
     parser.add_argument("--devices", type=int | None, default=None, help="GPUs (default: the config's trainer.devices)")
@@ -212,7 +213,8 @@ def _import_main(kind: str, argv: list[str]) -> None:
     if kind == "mira":
         parser.add_argument("--caption", type=str, default="dense_caption",
                             help="Mira column used as the caption (dense_caption, short_caption, ...).")
-    parser.add_argument("--strict", action=ActionYesNo, default=False, help="Stop at the first row that cannot be imported.")
+    parser.add_argument("--strict", action=ActionYesNo, default=False,
+                        help="Stop at the first row that cannot be imported.")
     cfg = parser.parse_args(argv)
     extra = {"caption": cfg.caption} if kind == "mira" else {}
     print(importers.IMPORTERS[kind](cfg.meta, cfg.out, root=cfg.root, strict=cfg.strict, **extra))

@@ -38,6 +38,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import torch
@@ -187,7 +188,7 @@ def split_shots(num_frames: int, cuts: Sequence[int], min_frames: int) -> list[t
     if bad:
         raise ValueError(f"split_shots: cuts {bad} lie outside [0, {num_frames}].")
     bounds = sorted({0, num_frames, *cuts})
-    return [(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b - a >= min_frames]
+    return [(a, b) for a, b in pairwise(bounds) if b - a >= min_frames]
 
 
 def detect_cuts_pyscenedetect(path: str | Path, threshold: float = 27.0, min_scene_len: int = 15) -> list[int]:

@@ -191,7 +191,8 @@ class VideoLatentDataModule(L.LightningDataModule):
         videos = sorted(index["videos"], key=lambda v: v["id"])
         short = [v["id"] for v in videos if v["latent_frames"] < self.min_latent_frames]
         if short:
-            log.warning("%d videos shorter than %d latent frames are skipped: %s", len(short), self.min_latent_frames, short)
+            log.warning("%d videos shorter than %d latent frames are skipped: %s",
+                        len(short), self.min_latent_frames, short)
         videos = [v for v in videos if v["latent_frames"] >= self.min_latent_frames]
         if len(videos) <= self.val_videos:
             raise ValueError(

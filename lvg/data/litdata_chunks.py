@@ -1,4 +1,5 @@
-"""Latent shards as litdata chunks (one item per whole video) for :class:`~lvg.data.streaming.StreamingLatentDataModule`.
+"""Latent shards as litdata chunks (one item per whole video) for
+:class:`~lvg.data.streaming.StreamingLatentDataModule`.
 
 litdata is optional (``pip install "lvg[stream]"``); only these functions import it.
 """
@@ -27,7 +28,8 @@ def require_litdata():
 
 
 def litdata_item(file: str) -> dict[str, Any]:
-    """One shard as one litdata item: the tensors of :class:`~lvg.data.datamodule.VideoShardDataset` plus its metadata."""
+    """One shard as one litdata item: the tensors of :class:`~lvg.data.datamodule.VideoShardDataset` plus its
+    metadata."""
     tensors, meta = read_shard(file)
     tensors["text_mask"] = tensors["text_mask"].bool()
     return {"id": meta["id"], "caption": meta.get("caption", ""), "fps": float(meta.get("fps", 0.0)),

@@ -16,8 +16,9 @@ field                       type        required  meaning
 ``width`` / ``height``      integer     no        >= 1
 ==========================  ==========  ========  =====================================================
 
-Unknown fields are kept as they are: importers put dataset-specific columns there. :func:`validate_manifest` reports every bad row with its
-``file:line`` and field; :func:`read_manifest` is the strict form that raises at the first one.
+Unknown fields are kept as they are: importers put dataset-specific columns there. :func:`validate_manifest`
+reports every bad row with its ``file:line`` and field; :func:`read_manifest` is the strict form that raises at
+the first one.
 """
 
 from __future__ import annotations

@@ -141,7 +141,9 @@ def encode_text(caption: str, encoders: Encoders, dtype: torch.dtype = torch.flo
             "pooled": text.pooled[0].cpu().to(dtype)}
 
 
-def encode_frames(frames: torch.Tensor, encoders: Encoders, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+def encode_frames(
+    frames: torch.Tensor, encoders: Encoders, dtype: torch.dtype = torch.float32
+) -> dict[str, torch.Tensor]:
     """``latents (C, F, h', w')`` of ``frames (T, h, w, 3)`` uint8 (cut to :func:`usable_frames`), and ``image
     (L_i, D_img)`` of its first frame when there is an image encoder."""
     video = frames[: usable_frames(encoders.codec, len(frames))].permute(0, 3, 1, 2).unsqueeze(0)  # (1, T, 3, h, w)

@@ -32,8 +32,8 @@ from torch.utils.data import Dataset
 from lvg.data.manifest import read_records
 from lvg.data.reader import open_video, resize_to_bucket
 from lvg.data.toy_world import ToyWorldConfig, generate_toy_world, sample_video_spec
-from lvg.media import VIDEO_SUFFIXES, load_image
 from lvg.io import atomic_write_text
+from lvg.media import VIDEO_SUFFIXES, load_image
 from lvg.prompts import PromptSchedule
 
 BENCHMARK_SECONDS: dict[str, float] = {"short": 10.0, "medium": 30.0, "long": 60.0}
@@ -175,8 +175,9 @@ def toy_world_suite(
         jobs.sort(key=lambda job: job["group"])  # long_absence rows first, then short_absence
     for g, (group, length) in enumerate(seconds.items() if not memory else ()):
         for row in rows[g * videos_per_group : (g + 1) * videos_per_group]:
-            jobs.append({"id": f"{group}_{row['id']}", "image": f"{world.name}/{row['video']}", "prompt": row["caption"],
-                         "seconds": length, "group": group, "truth": f"{world.name}/truth/{row['id']}.json"})
+            jobs.append({"id": f"{group}_{row['id']}", "image": f"{world.name}/{row['video']}",
+                         "prompt": row["caption"], "seconds": length, "group": group,
+                         "truth": f"{world.name}/truth/{row['id']}.json"})
     suite = root / "suite.jsonl"
     text = "".join(json.dumps(job) + "\n" for job in jobs)
     if not suite.is_file() or suite.read_text() != text:

@@ -240,7 +240,8 @@ def scan_video(task: Task, keep_frames: bool = True) -> Scan:
             clip = Clip(k, first + s, first + e)
             scan.clips.append(clip)
             if e - s < task.min_frames:
-                clip.code, clip.reason = "short_shot", f"shot of {e - s} frames < {task.min_frames} (one training section)"
+                clip.code = "short_shot"
+                clip.reason = f"shot of {e - s} frames < {task.min_frames} (one training section)"
                 continue
             # the samples inside the shot; they are one sample apart already (fps = the sampling rate)
             shot_samples = samples[-(-s // stride) : -(-e // stride)]
@@ -255,7 +256,7 @@ def scan_video(task: Task, keep_frames: bool = True) -> Scan:
         scan.code, scan.reason, scan.clips = refused.code, refused.reason, []
     except VideoReadError as err:  # names the file and the reason: not a video, truncated, no video stream ...
         scan.code, scan.reason, scan.clips = "unreadable", str(err), []
-    except Exception as err:  # noqa: BLE001 -- decoders raise many types on damaged media; one bad file must not stop the run
+    except Exception as err:  # decoders raise many types on damaged media; one bad file must not stop the run
         scan.code, scan.reason, scan.clips = "unreadable", f"{type(err).__name__}: {err}", []
     return scan
 

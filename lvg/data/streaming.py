@@ -4,12 +4,12 @@ Two datamodules yield exactly the batches of :class:`~lvg.data.datamodule.VideoL
 (``id``, ``latents (B, C, F, h, w)``, ``text``, ``text_mask``, ``pooled``, ``image``; same
 :func:`~lvg.data.datamodule.collate_videos`), so every training stage plugs into them unchanged:
 
-* :class:`StreamingLatentDataModule` streams latent shards converted by :func:`~lvg.data.litdata_chunks.write_litdata` into
-  litdata chunks, from local disk or object storage (``s3://``, ``gs://``, ...; litdata downloads
-  chunks ahead and caches them). One litdata item is one whole video, so "all sections of one
-  video, in order" holds by construction. litdata shards the items by rank (``drop_last`` under
-  DDP, so every rank takes the same number of steps and no video is seen twice) and reshuffles
-  per epoch from ``seed``.
+* :class:`StreamingLatentDataModule` streams latent shards converted by
+  :func:`~lvg.data.litdata_chunks.write_litdata` into litdata chunks, from local disk or object storage
+  (``s3://``, ``gs://``, ...; litdata downloads chunks ahead and caches them). One litdata item is one whole
+  video, so "all sections of one video, in order" holds by construction. litdata shards the items by rank
+  (``drop_last`` under DDP, so every rank takes the same number of steps and no video is seen twice) and
+  reshuffles per epoch from ``seed``.
 * :class:`RawClipDataModule` reads a manifest of raw videos: it splits them at shot cuts and
   filters clips by length and dynamism with ``lvg prepare``'s scan and worker pool
   (:mod:`lvg.data.scan`; decisions kept in the same log as ``lvg prepare``'s, computed once per video
@@ -105,7 +105,8 @@ def stream_loader(dataset, batch_size: int, num_workers: int, resume: Progress |
 
 
 class StreamingLatentDataModule(VideoLatentDataModule):
-    """Whole videos streamed from litdata chunks written by :func:`~lvg.data.litdata_chunks.write_litdata` (local or object storage).
+    """Whole videos streamed from litdata chunks written by :func:`~lvg.data.litdata_chunks.write_litdata` (local or
+    object storage).
 
     Prediction, ``lvg test`` suites and the resume position are :class:`VideoLatentDataModule`'s.
     """
@@ -234,7 +235,8 @@ class RawClipDataset(torch.utils.data.Dataset):
             try:
                 frames = read_clip(clip.path, clip.start, clip.end, clip.size)
             except VideoReadError as err:
-                log.warning("skipping clip %s (unreadable since the filter scan: %s); using the next clip", clip.id, err)
+                log.warning("skipping clip %s (unreadable since the filter scan: %s); using the next clip",
+                            clip.id, err)
                 continue
             if len(frames) == clip.end - clip.start:
                 return clip, frames

@@ -29,6 +29,7 @@ Shapes: T frames, S = frame size (square), L = side of a sprite's local grid, W 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 from dataclasses import dataclass
@@ -37,8 +38,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from lvg.media import write_video
 from lvg.io import atomic_write_text
+from lvg.media import write_video
 from lvg.toy_scene import (
     BACKGROUNDS,
     COLOURS,
@@ -171,10 +172,10 @@ class ToyWorldConfig:
         if self.world == "memory":
             shortest = memory_min_seconds(self.context, self.fps)
             checks.append(("min_seconds", self.min_seconds >= shortest,
-                           f"is too short for the memory world: its script (enter, rest, short absence, rest, "
+                           (f"is too short for the memory world: its script (enter, rest, short absence, rest, "
                            f"absence beyond the {self.context.frames}-frame context, return, rest) needs "
                            f">= {shortest:g} s at {self.fps} fps; set min_seconds >= {shortest:g} or use "
-                           "ToyWorldConfig.memory()"))
+                           "ToyWorldConfig.memory()")))
         for name, ok, rule in checks:
             if not ok:
                 raise ValueError(f"ToyWorldConfig.{name} = {getattr(self, name)} {rule}.")
@@ -286,7 +287,7 @@ def sample_video_spec(config: ToyWorldConfig, index: int) -> VideoSpec:
     rng = np.random.default_rng([config.seed, index])
     size, fps = config.size, config.fps
     seconds = float(rng.uniform(config.min_seconds, config.max_seconds))
-    num_frames = max(2, int(round(seconds * fps)))
+    num_frames = max(2, round(seconds * fps))
     duration = (num_frames - 1) / fps  # time of the last frame: every keyframe is rendered
     count = int(rng.integers(config.min_sprites, config.max_sprites + 1))
     colours = rng.choice(list(COLOURS), size=count, replace=False)
@@ -510,7 +511,7 @@ def _absences(spec: VideoSpec, sprites: list[dict[str, Any]]) -> list[dict[str, 
             continue
         visible = np.array(truth["visible"])
         bounds = [0, *(np.flatnonzero(np.diff(visible.astype(np.int8))) + 1).tolist(), len(visible)]
-        runs = list(zip(bounds[:-1], bounds[1:]))  # alternately visible and hidden
+        runs = list(itertools.pairwise(bounds))  # alternately visible and hidden
         for (_, b), (_, c), (_, e) in zip(runs, runs[1:], runs[2:]):
             if visible[b]:
                 continue

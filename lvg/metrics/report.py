@@ -81,12 +81,17 @@ def _columns(reports: list[dict[str, Any]]) -> tuple[list[str], list[str], list[
     return vbench, drift, truth
 
 
-def markdown_tables(rows: list[tuple[str, dict[str, Any]]], higher: dict[str, bool], elo: dict[str, float] | None = None) -> str:
+def markdown_tables(
+    rows: list[tuple[str, dict[str, Any]]], higher: dict[str, bool], elo: dict[str, float] | None = None
+) -> str:
     """Table 1 layout for ``(row name, {"metrics": ..., "drift": ...})`` rows; x 100 like the paper,
     except the toy-world drifts (0..255 pixel units)."""
     reports = [r for _, r in rows]
     vbench, drift, truth = _columns(reports)
-    arrow = lambda key: "↑" if higher.get(key, True) else "↓"
+
+    def arrow(key: str) -> str:
+        return "↑" if higher.get(key, True) else "↓"
+
     out = []
     if vbench or drift or elo:
         head = ([f"{_title(k)} {arrow(k)}" for k in vbench] + [f"Δ{_title(k)} ↓" for k in drift]
@@ -113,13 +118,13 @@ def report_markdown(report: dict[str, Any]) -> str:
     timing = report["timing"]
     lines = [
         f"# Benchmark: {report['name']}", "",
-        f"Checkpoint `{report['checkpoint']}`, suite `{report['suite']}`, {report['num_videos']} videos at "
-        f"{report['fps']:g} fps. Rows: all videos (VBench dimensions reduced as VBench does), then each length "
-        "group (means over its videos).", "",
+        (f"Checkpoint `{report['checkpoint']}`, suite `{report['suite']}`, {report['num_videos']} videos at "
+         f"{report['fps']:g} fps. Rows: all videos (VBench dimensions reduced as VBench does), then each length "
+         "group (means over its videos)."), "",
         markdown_tables(rows, report["higher_is_better"],
                         {e["model"]: e["rating"] for e in report["elo"]} if report.get("elo") else None),
-        f"Generation {timing['generation_s']:.1f} s, metrics {timing['metrics_s']:.1f} s "
-        f"({100 * timing['metrics_share']:.0f} % of the time).", "",
+        (f"Generation {timing['generation_s']:.1f} s, metrics {timing['metrics_s']:.1f} s "
+         f"({100 * timing['metrics_share']:.0f} % of the time)."), "",
     ]
     lines += [f"* {note}" for note in report.get("notes", [])]
     return "\n".join(lines) + "\n"

@@ -24,8 +24,8 @@ frame's mean colour repeated):
   :mod:`lvg.data.toy_world`: a sprite that enters after the start frame and hides), the fraction of
   the labelled ``long`` absences (longer than the model's whole context) / ``short`` ones (inside its
   history: the control) after which the sprite is recognised -- colour and shape, in the open
-  (:class:`SpriteTracks`) -- in some frame of the truth's return run (``back``: the frames in which the truth shows it again; it
-  always rests in the open there). It asks whether the sprite comes back as itself, wherever it is
+  (:class:`SpriteTracks`) -- in some frame of the truth's return run (``back``: the frames in which the truth
+  shows it again; it always rests in the open there). It asks whether the sprite comes back as itself, wherever it is
   drawn. Every labelled return inside the video counts:
   a video that never draws the sprite scores 0, so the start frame frozen scores 0 too (the sprite
   is not in it). Undefined for truths without labels (the default world) or without such an absence.
@@ -370,7 +370,8 @@ class ToyWorldTruth(Metric):
         values: dict[str, float | None] = {k: None for k in SCORES if k not in LABELLED or "absences" in truth}
         if start:
             values["identity_consistency"] = float(tracks.identified[start, tail].any(dim=1).double().mean())
-            values["occlusion_recovery"] = self._recovery(tracks.identified[start], max(1, math.ceil(self.min_gap_seconds * fps)))
+            min_gap = max(1, math.ceil(self.min_gap_seconds * fps))
+            values["occlusion_recovery"] = self._recovery(tracks.identified[start], min_gap)
         for kind in ("long", "short") if "absences" in truth else ():
             # Returns after a shorter video's end never came. After a prefix, only absences it shows beginning are the
             # model's to end: a return inside the prefix is the truth's, and an absence that begins later is the
@@ -428,14 +429,16 @@ class ToyWorldTruth(Metric):
         start = [k for k, s in enumerate(truth["sprites"]) if s["visible"][0]]
         background, pillar = self.field_scores(frames, truth), self.pillar_scores(frames, truth)
         luma = frames @ LUMA.to(frames.device)
-        curves: dict[str, list[float | None]] = {k: [] for k in ("identity", "background", "occluder", "mean_luma", "contrast")}
+        names = ("identity", "background", "occluder", "mean_luma", "contrast")
+        curves: dict[str, list[float | None]] = {k: [] for k in names}
         for s in range((t - 1) // frames_per_section):
             if 1 + s * frames_per_section < first:
                 for curve in curves.values():
                     curve.append(None)
                 continue
             part = slice(1 + s * frames_per_section - first, 1 + (s + 1) * frames_per_section - first)
-            curves["identity"].append(float(tracks.identified[start, part].any(dim=1).double().mean()) if start else None)
+            identity = tracks.identified[start, part].any(dim=1).double().mean() if start else None
+            curves["identity"].append(float(identity) if identity is not None else None)
             curves["background"].append(float(background[part].mean()))
             curves["occluder"].append(float(pillar[part].mean()) if pillar is not None else None)
             curves["mean_luma"].append(float(luma[part].mean()))

@@ -291,6 +291,6 @@ class FrameLocalMetric(VideoMetric):
         return [self.score_features(features[clip]) for clip in clips]
 
 
-__all__ = ["HUB", "FrameLocalMetric", "MissingWeightsError", "VideoMetric", "Weights", "as_video", "as_videos", "batched", "center_crop",
-           "frozen", "load_feature_net", "resize_longer_side", "resize_short_side", "resolve_weights",
-           "warn_random"]
+__all__ = ["HUB", "FrameLocalMetric", "MissingWeightsError", "VideoMetric", "Weights", "as_video", "as_videos",
+           "batched", "center_crop", "frozen", "load_feature_net", "resize_longer_side", "resize_short_side",
+           "resolve_weights", "warn_random"]

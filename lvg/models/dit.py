@@ -403,7 +403,8 @@ class PackedDiT(nn.Module):
             model.load_state_dict(state, strict=True, assign=True)
         else:
             model = cls(config)
-            check_state_dict(model.state_dict(), state, str(path), f"PackedDiT({config})", strict=False, hint=WEIGHTS_HINT)
+            check_state_dict(model.state_dict(), state, str(path), f"PackedDiT({config})", strict=False,
+                             hint=WEIGHTS_HINT)
             result = model.load_state_dict(state, strict=False)
             if result.missing_keys or result.unexpected_keys:
                 warnings.warn(

@@ -206,7 +206,8 @@ class ToyImageEncoder(nn.Module):
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"ToyImageEncoder expects uint8 images (B, 3, H, W), got {images.dtype} {tuple(images.shape)}.")
+            raise ValueError(f"ToyImageEncoder expects uint8 images (B, 3, H, W), "
+                             f"got {images.dtype} {tuple(images.shape)}.")
         size = self.grid * self.patch
         x = F.interpolate(images.float() / 127.5 - 1.0, size=(size, size), mode="area")
         return F.pixel_unshuffle(x, self.patch).flatten(2).transpose(1, 2)  # (B, grid^2, 3 patch^2)

@@ -99,7 +99,8 @@ class HunyuanTextEncoder(nn.Module):
 
     @classmethod
     def from_pretrained(cls, source: str, dtype: torch.dtype = torch.float16, **kwargs: Any) -> HunyuanTextEncoder:
-        """From a HunyuanVideo repository layout (``text_encoder``, ``tokenizer``, ``text_encoder_2``, ``tokenizer_2``)."""
+        """From a HunyuanVideo repository layout (``text_encoder``, ``tokenizer``, ``text_encoder_2``,
+        ``tokenizer_2``)."""
         transformers = _require("transformers")
         return cls(
             transformers.LlamaModel.from_pretrained(source, subfolder="text_encoder", torch_dtype=dtype),
@@ -130,7 +131,8 @@ class HunyuanTextEncoder(nn.Module):
 
 
 class SiglipImageEncoder(nn.Module):
-    """SigLIP vision tower: ``last_hidden_state`` of the start image, as an :class:`~lvg.models.encoders.ImageEncoder`."""
+    """SigLIP vision tower: ``last_hidden_state`` of the start image, as an
+    :class:`~lvg.models.encoders.ImageEncoder`."""
 
     def __init__(self, model: nn.Module, processor: Any):
         super().__init__()
@@ -150,7 +152,8 @@ class SiglipImageEncoder(nn.Module):
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"SiglipImageEncoder expects uint8 images (B, 3, H, W), got {images.dtype} {tuple(images.shape)}.")
+            raise ValueError(f"SiglipImageEncoder expects uint8 images (B, 3, H, W), "
+                             f"got {images.dtype} {tuple(images.shape)}.")
         p = next(self.model.parameters())
         pixels = self.processor(images=list(images.permute(0, 2, 3, 1).numpy()), return_tensors="pt").pixel_values
         return self.model(pixel_values=pixels.to(p.device, p.dtype)).last_hidden_state.float()

@@ -204,7 +204,8 @@ def save_lora(model: nn.Module, path: str | Path, dtype: torch.dtype | None = No
 
 
 def write_lora(state: dict[str, Tensor], path: str | Path) -> Path:
-    """Write kohya-named LoRA tensors (``<name>.lora_down/up.weight``, ``<name>.alpha``) with musubi-tuner's metadata."""
+    """Write kohya-named LoRA tensors (``<name>.lora_down/up.weight``, ``<name>.alpha``) with musubi-tuner's
+    metadata."""
     ranks = {v.shape[0] for k, v in state.items() if k.endswith(".lora_down.weight")}
     alphas = {float(v) for k, v in state.items() if k.endswith(".alpha")}
     metadata = {"ss_network_module": "networks.lora_framepack", "ss_network_dim": str(max(ranks)),

@@ -39,7 +39,8 @@ class MemoryPackConfig:
     rope_time_mode: RopeTimeMode = "relative"
     """``relative``: FramePack-F1's fixed layout (checkpoint parity); ``absolute``: true positions in the video."""
     psi_bptt: int = 1
-    """Truncated BPTT for psi: gradients flow through this many consecutive psi updates (1 = detach between sections)."""
+    """Truncated BPTT for psi: gradients flow through this many consecutive psi updates
+    (1 = detach between sections)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "history_sizes", tuple(self.history_sizes))
@@ -106,7 +107,8 @@ class MemoryPackState:
         must be trained with it to use it well; FramePack-F1 never saw an end frame.
         """
         if end.shape != self.start.shape:
-            raise ValueError(f"MemoryPackState.set_end: end latent must be {tuple(self.start.shape)}, got {tuple(end.shape)}.")
+            raise ValueError(f"MemoryPackState.set_end: end latent must be {tuple(self.start.shape)}, "
+                             f"got {tuple(end.shape)}.")
         if total_sections < 1:
             raise ValueError(f"MemoryPackState.set_end: total_sections must be >= 1, got {total_sections}.")
         self.end, self.total_sections = end, total_sections
@@ -147,7 +149,8 @@ class MemoryPackState:
             if self._updates_since_detach >= self.config.psi_bptt:
                 self.psi = self.psi.detach()
                 self._updates_since_detach = 0
-            self.psi, self.psi_mask = self.semantic_pack.update(self.psi, self.psi_mask, section_latents, self.reference)
+            self.psi, self.psi_mask = self.semantic_pack.update(self.psi, self.psi_mask, section_latents,
+                                                                self.reference)
             self._updates_since_detach += 1
         self.section += 1
 
@@ -195,7 +198,8 @@ class MemoryPackState:
             ):
                 got = None if saved is None else tuple(saved.shape)
                 want = None if current is None else tuple(current.shape)
-                raise ValueError(f"MemoryPack state: '{key}' has shape {got}, expected {want} for this model and input.")
+                raise ValueError(f"MemoryPack state: '{key}' has shape {got}, "
+                                 f"expected {want} for this model and input.")
             if saved is not None:
                 setattr(self, key, saved.to(current.device))
         self.section = int(state["section"])

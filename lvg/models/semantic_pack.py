@@ -217,7 +217,8 @@ class SemanticPack(nn.Module):
         visual = self.memorize(section)  # (B, K, d)
         fusion = self.cfg.fusion
         if fusion == "A":
-            return self.squeeze(visual, psi, psi_mask), torch.ones(visual.shape[:2], dtype=torch.bool, device=psi.device)
+            return (self.squeeze(visual, psi, psi_mask),
+                    torch.ones(visual.shape[:2], dtype=torch.bool, device=psi.device))
         if fusion == "B":
             return self.squeeze(psi, visual), psi_mask
         k = self.cfg.memory_tokens  # C: the visual slots become valid after the first update

@@ -74,7 +74,8 @@ def _resolve(source: str | Path, subfolder: str | None) -> Path:
         pattern = f"{subfolder}/*" if subfolder else "*"
         snapshot = snapshot_download(source, allow_patterns=[f"{pattern}.json", f"{pattern}.safetensors"])
         return Path(snapshot) / subfolder if subfolder else Path(snapshot)
-    raise ValueError(f"Checkpoint {str(source)!r} does not exist (expected a directory, a .safetensors file or a hub id).")
+    raise ValueError(f"Checkpoint {str(source)!r} does not exist "
+                     "(expected a directory, a .safetensors file or a hub id).")
 
 
 def summary(keys: Iterable[str], limit: int = 8) -> str:
@@ -88,7 +89,8 @@ def load_state_dict(files: list[Path], dtype: torch.dtype | None = None) -> dict
     state: dict[str, torch.Tensor] = {}
     for file in files:
         with safe_open(str(file), framework="pt") as f:
-            for key in f.keys():
+            names = f.keys()  # a safe_open handle has keys() but is not iterable itself
+            for key in names:
                 tensor = f.get_tensor(key)
                 state[key] = tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
     return state

@@ -38,15 +38,15 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lvg import flow
-from lvg.media import VideoWriter
 from lvg.io import atomic_path, atomic_write_text
+from lvg.media import VideoWriter
 from lvg.models.dit import PackedDiT
 from lvg.models.encoders import Encoders, VideoCodec
 from lvg.models.memory_pack import MemoryPackConfig, MemoryPackState
 from lvg.models.semantic_pack import SemanticPack
+from lvg.prompts import PromptSchedule
 from lvg.sampling import teacache
 from lvg.sampling.offload import enable_block_offload
-from lvg.prompts import PromptSchedule
 from lvg.sampling.samplers import cfg_velocity, sample
 
 log = logging.getLogger(__name__)
@@ -188,8 +188,8 @@ class LongVideoPipeline:
     def _text(self, prompts: list[str]) -> dict[str, Tensor]:
         device, dtype = self._device_dtype()
         features = self.encoders.text.encode(prompts)
-        return dict(text=features.tokens.to(device, dtype), text_mask=features.mask.to(device),
-                    pooled=features.pooled.to(device, dtype))
+        return {"text": features.tokens.to(device, dtype), "text_mask": features.mask.to(device),
+                    "pooled": features.pooled.to(device, dtype)}
 
     def start_state(self, images: Tensor, prompts: list[str]) -> MemoryPackState:
         """MemoryPack state for start images ``(B, 3, H, W)`` uint8 and the first prompts."""
@@ -359,7 +359,8 @@ class LongVideoPipeline:
             state, prefix_latents = self.prefix_state(prefix, first)
         if end_images is not None:
             if end_images.shape != images.shape or end_images.dtype != torch.uint8:
-                raise ValueError(f"end_images must match images {tuple(images.shape)} uint8, got {tuple(end_images.shape)}.")
+                raise ValueError(f"end_images must match images {tuple(images.shape)} uint8, "
+                                 f"got {tuple(end_images.shape)}.")
             state.set_end(self.encoders.codec.encode(end_images.unsqueeze(1)).to(state.start), num_sections)
         if output is None:
             decoder = SectionDecoder(self.encoders.codec, self.memory_pack.window)
@@ -395,7 +396,8 @@ class LongVideoPipeline:
             "prompts": [list(map(list, s.entries)) for s in schedules],
             "num_sections": num_sections, "fps": fps, "seed": seed if isinstance(seed, int) else list(seed),
             "sampling": {k: v for k, v in asdict(self.sampling).items() if k != "offload"},  # offload is exact
-            "memory_pack": asdict(self.memory_pack), "dit": self.dit.config.to_dict(), "weights": self._weights_digest(),
+            "memory_pack": asdict(self.memory_pack), "dit": self.dit.config.to_dict(),
+            "weights": self._weights_digest(),
         }
 
     def _weights_digest(self) -> str:
@@ -416,7 +418,8 @@ class LongVideoPipeline:
         if overwrite:
             shutil.rmtree(parts, ignore_errors=True)
         elif any(p.exists() for p in paths):
-            raise ValueError(f"{[str(p) for p in paths if p.exists()]} already exist; pass overwrite=True (--overwrite).")
+            existing = [str(p) for p in paths if p.exists()]
+            raise ValueError(f"{existing} already exist; pass overwrite=True (--overwrite).")
         if parts.is_dir() and (parts / "state.pt").is_file():
             saved = json.loads((parts / "run.json").read_text())
             if saved != run:

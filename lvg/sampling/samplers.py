@@ -13,6 +13,7 @@ Schedules come from :func:`lvg.flow.sampling_sigmas` (``linspace(1, 0, n + 1)`` 
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import pairwise
 
 import torch
 from torch import Tensor
@@ -26,12 +27,14 @@ VelocityFn = Callable[[Tensor, Tensor], Tensor]
 def euler_sample(velocity: VelocityFn, noise: Tensor, sigmas: Tensor) -> Tensor:
     """Integrate with explicit Euler along a decreasing schedule ``sigmas`` (``sigmas[0]`` = start level)."""
     x = noise
-    for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
+    for sigma, sigma_next in pairwise(sigmas):
         x = flow.euler_step(x, velocity(x, sigma), sigma, sigma_next)
     return x
 
 
-def unipc_sample(velocity: VelocityFn, noise: Tensor, sigmas: Tensor, variant: str = "bh1", max_order: int = 3) -> Tensor:
+def unipc_sample(
+    velocity: VelocityFn, noise: Tensor, sigmas: Tensor, variant: str = "bh1", max_order: int = 3
+) -> Tensor:
     """Flow-matching UniPC (Zhao et al. 2023, FramePack's ``sample_unipc``); returns the last x0 prediction.
 
     Evaluates the model at ``sigmas[:-1]``; the final level (0) is reached through the returned data

@@ -72,7 +72,7 @@ def read_weights(path: Path, argument: str, *, mmap: bool = False) -> dict[str, 
         if path.suffix == ".safetensors":
             return load_state_dict([path])
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap).get("state_dict", {})
-    except Exception as err:  # noqa: BLE001 -- damaged files raise RuntimeError, UnpicklingError, EOFError, ...
+    except Exception as err:
         raise refused(str(err).strip().split(". ")[0] or type(err).__name__) from err
 
 
@@ -190,12 +190,11 @@ class StageModule(L.LightningModule):
         strict, with every mismatching tensor named. ``argument`` names the option in errors."""
         file = Path(path)
         if not file.is_file() and not parallel.is_sharded_checkpoint(file):
-            raise ValueError(f"{argument}: {path} does not exist; pass a stage checkpoint (.ckpt) or .safetensors file.")
+            raise ValueError(f"{argument}: {path} does not exist; pass a stage checkpoint (.ckpt) or .safetensors "
+                             "file.")
         sharded = parallel.is_sharded_checkpoint(file)  # an FSDP run's checkpoint directory
-        if sharded:
-            state = parallel.sharded_weights(file)  # shapes only; read in place below, after the check
-        else:
-            state = read_weights(file, argument)
+        # a sharded checkpoint gives shapes only here; it is read in place below, after the check
+        state = parallel.sharded_weights(file) if sharded else read_weights(file, argument)
         check_state_dict(
             self.state_dict(), state, f"{argument} {path}", f"{type(self).__name__}({self.hparams.dit})",
             hint="Was it trained with the same dit / dit_overrides / semantic_pack settings?",
@@ -247,8 +246,8 @@ class StageModule(L.LightningModule):
     @property
     def hparams_initial(self) -> AttributeDict:
         """What loggers record (TensorBoard's hparams.yaml): the init arguments with the config dataclasses as
-        plain dicts (:func:`_plain`). Readable, and it keeps Lightning's OmegaConf path (taken whenever omegaconf is installed,
-        e.g. next to Hydra) from failing on the frozen dataclasses. Checkpoints keep the dataclasses."""
+        plain dicts (:func:`_plain`). Readable, and it keeps Lightning's OmegaConf path (taken whenever omegaconf
+        is installed, e.g. next to Hydra) from failing on the frozen dataclasses. Checkpoints keep the dataclasses."""
         return AttributeDict({k: _plain(v) for k, v in super().hparams_initial.items()})
 
     def setup(self, stage: str) -> None:
@@ -266,7 +265,8 @@ class StageModule(L.LightningModule):
 
     def configure_model(self) -> None:
         """Under :class:`~lvg.training.parallel.FSDPStrategy`: shard the DiT (FSDP2); otherwise nothing."""
-        parallel.shard_stage(self, self._trainer.strategy if self._trainer is not None else None)  # None: load_from_checkpoint
+        # no trainer: load_from_checkpoint
+        parallel.shard_stage(self, self._trainer.strategy if self._trainer is not None else None)
 
     def on_fit_start(self) -> None:
         parallel.check_fit_strategy(self.trainer.strategy, self.trainer.world_size, self.hparams.sections_per_step)
@@ -386,7 +386,8 @@ class StageModule(L.LightningModule):
                     if not torch.isfinite(loss):
                         raise FloatingPointError(
                             f"Non-finite loss ({loss.item()}) at step {self.global_step}, section {n}, videos "
-                            f"{batch['id']}; stopping. The last checkpoint was written before this step and is left untouched."
+                            f"{batch['id']}; stopping. The last checkpoint was written before this step and is left "
+                            "untouched."
                         )
                     backward(loss * (1 / len(trained) if real else 0.0), retain_graph=retain)
                 if real:
@@ -417,7 +418,9 @@ class StageModule(L.LightningModule):
         self._log_step(losses, sigmas, grad_norm, scheduler.get_last_lr()[0], len(batch["id"]))
         return torch.stack(list(losses.values())).mean()
 
-    def _log_step(self, losses: dict[int, Tensor], sigmas: Tensor, grad_norm: Tensor, lr: float, batch_size: int) -> None:
+    def _log_step(
+        self, losses: dict[int, Tensor], sigmas: Tensor, grad_norm: Tensor, lr: float, batch_size: int
+    ) -> None:
         self.log("train/loss", torch.stack(list(losses.values())).mean(), prog_bar=True, batch_size=batch_size)
         self.log_dict({f"train/loss_section_{n}": loss for n, loss in losses.items()}, batch_size=batch_size)
         self.log("train/grad_norm", grad_norm, batch_size=batch_size)
