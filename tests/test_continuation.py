@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_generation import FPS, WINDOW, images, make_pipeline
 
 from lvg.callbacks.benchmark import BenchmarkReport
 from lvg.config import DiTConfig
@@ -31,7 +30,7 @@ from lvg.models.encoders import Encoders, PixelCodec, ToyImageEncoder, ToyTextEn
 from lvg.models.memory_pack import MemoryPackConfig
 from lvg.sampling.pipeline import LongVideoPipeline, SamplingConfig
 from lvg.training import TeacherForcingModule
-from toy_setup import DEBUG_FOR_TOY, SMALL_SP
+from toy_setup import DEBUG_FOR_TOY, FPS, SMALL_SP, WINDOW, killed_at_denoise_call, make_pipeline, start_images
 
 # The tiny memory world: the context of a window-3 model with a (4, 2, 1) history, as the ablation's test uses.
 CONTEXT = ContextSpan(window=3, history=(4, 2, 1))
@@ -110,7 +109,8 @@ def test_continuation_generates_only_the_rest_with_the_runs_seeds(pipe, monkeypa
     """Only sections K.. are denoised, each from the noise a whole run draws for it; the video starts with the
     prefix (exact codec). Continuing a generated video's own first sections gives that video back up to the
     uint8 rounding of the prefix; another seed does not."""
-    full = pipe(images(), ["[0s] a red circle [1s] a blue square"], num_sections=4, fps=FPS, seed=1, progress=False)
+    full = pipe(start_images(), ["[0s] a red circle [1s] a blue square"], num_sections=4, fps=FPS, seed=1,
+                progress=False)
     prefix = prefix_of(full, 2)
     denoised, denoise = [], LongVideoPipeline.denoise_section
 
@@ -136,21 +136,11 @@ def test_continuation_resumes_after_a_kill_to_the_identical_video(pipe, tmp_path
                            generator=torch.Generator().manual_seed(4))
     kwargs = {"num_sections": 5, "fps": FPS, "seed": 3, "progress": False, "prefix": prefix}
     straight = pipe(None, ["a red circle"], output=tmp_path / "straight.mp4", **kwargs)[0]
-    calls, denoise = {"n": 0}, LongVideoPipeline.denoise_section
-
-    def killed_at_the_second_generated_section(self, state, noise):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return denoise(self, state, noise)
-
-    monkeypatch.setattr(LongVideoPipeline, "denoise_section", killed_at_the_second_generated_section)
     out = tmp_path / "resumed.mp4"
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_denoise_call(2):  # the second generated section
         pipe(None, ["a red circle"], output=out, **kwargs)
     parts = tmp_path / "resumed.mp4.parts"
     assert not out.exists() and sorted(p.name for p in parts.glob("section_*")) == ["section_00002.safetensors"]
-    monkeypatch.setattr(LongVideoPipeline, "denoise_section", denoise)
     resumed = pipe(None, ["a red circle"], output=out, **kwargs)[0]
     a, b = read_video(straight)[0], read_video(resumed)[0]
     assert a.shape == (1 + 5 * WINDOW, 32, 32, 3) and np.array_equal(a, b)
@@ -191,7 +181,7 @@ def test_bad_prefixes_are_refused(pipe):
     with pytest.raises(ValueError, match="a prefix of 2 sections leaves nothing to generate in 2 sections"):
         pipe(None, ["p"], num_sections=2, fps=FPS, prefix=prefix)
     with pytest.raises(ValueError, match="images must be the prefix's first frames"):
-        pipe(images(), ["p"], num_sections=4, fps=FPS, prefix=prefix)
+        pipe(start_images(), ["p"], num_sections=4, fps=FPS, prefix=prefix)
     with pytest.raises(ValueError, match="images are required without a prefix"):
         pipe(None, ["p"], num_sections=4, fps=FPS)
 

@@ -9,27 +9,9 @@ from lvg.media import read_video
 from lvg.models.dit import PackedDiT
 from lvg.models.encoders import Encoders, PixelCodec, ToyImageEncoder, ToyTextEncoder
 from lvg.models.memory_pack import MemoryPackConfig
-from lvg.models.semantic_pack import SemanticPack, SemanticPackConfig
 from lvg.prompts import PromptSchedule
 from lvg.sampling.pipeline import LongVideoPipeline, SamplingConfig
-
-CFG = DiTConfig.from_name("debug", in_channels=48, out_channels=48, text_embed_dim=64, pooled_projection_dim=64,
-                          image_proj_dim=48)
-WINDOW, FPS = 3, 8
-
-
-def make_pipeline(seed=0, sampling=SamplingConfig(steps=3), semantic=True):
-    torch.manual_seed(seed)
-    dit = PackedDiT(CFG).eval()
-    for p in dit.parameters():
-        torch.nn.init.normal_(p, std=0.05)
-    sp = SemanticPack(SemanticPackConfig(dim=32, num_heads=4, memory_grid=(2, 2)), CFG).eval() if semantic else None
-    encoders = Encoders(PixelCodec(4), ToyTextEncoder(64), ToyImageEncoder(), frame_size=(32, 32))
-    return LongVideoPipeline(dit, MemoryPackConfig(window=WINDOW, rope_time_mode="absolute"), encoders, sp, sampling)
-
-
-def images(b=1, seed=0):
-    return torch.randint(0, 256, (b, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+from toy_setup import FPS, WINDOW, killed_at_denoise_call, make_pipeline, start_images
 
 
 @pytest.fixture(scope="module")
@@ -38,36 +20,24 @@ def pipe():
 
 
 def test_in_memory_generation_is_deterministic_and_starts_with_the_image(pipe):
-    a = pipe(images(), ["a red circle"], num_sections=3, fps=FPS, seed=1, progress=False)
-    b = pipe(images(), ["a red circle"], num_sections=3, fps=FPS, seed=1, progress=False)
-    c = pipe(images(), ["a red circle"], num_sections=3, fps=FPS, seed=2, progress=False)
+    a = pipe(start_images(), ["a red circle"], num_sections=3, fps=FPS, seed=1, progress=False)
+    b = pipe(start_images(), ["a red circle"], num_sections=3, fps=FPS, seed=1, progress=False)
+    c = pipe(start_images(), ["a red circle"], num_sections=3, fps=FPS, seed=2, progress=False)
     assert a.shape == (1, 1 + 3 * WINDOW, 32, 32, 3) and a.dtype == torch.uint8
     assert torch.equal(a, b) and not torch.equal(a, c)
-    assert torch.equal(a[0, 0], images()[0].permute(1, 2, 0))  # the exact codec keeps the start frame
+    assert torch.equal(a[0, 0], start_images()[0].permute(1, 2, 0))  # the exact codec keeps the start frame
 
 
 def test_streamed_output_resumes_after_a_kill_to_the_identical_video(pipe, tmp_path, monkeypatch):
-    straight = pipe(images(), ["[0s] a red circle [1s] a blue square"], num_sections=5, fps=FPS, seed=3,
+    straight = pipe(start_images(), ["[0s] a red circle [1s] a blue square"], num_sections=5, fps=FPS, seed=3,
                     output=tmp_path / "straight.mp4", progress=False)[0]
-    calls = {"n": 0}
-    denoise = LongVideoPipeline.denoise_section
-
-    def killed_at_section_3(self, state, noise):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return denoise(self, state, noise)
-
-    monkeypatch.setattr(LongVideoPipeline, "denoise_section", killed_at_section_3)
     out = tmp_path / "resumed.mp4"
-    with pytest.raises(KeyboardInterrupt):
-        pipe(images(), ["[0s] a red circle [1s] a blue square"], num_sections=5, fps=FPS, seed=3, output=out,
+    with killed_at_denoise_call(4):  # while section 3 is generated
+        pipe(start_images(), ["[0s] a red circle [1s] a blue square"], num_sections=5, fps=FPS, seed=3, output=out,
              progress=False)
     assert not out.exists() and len(list((tmp_path / "resumed.mp4.parts").glob("section_*"))) == 3
-    monkeypatch.setattr(LongVideoPipeline, "denoise_section", denoise)
-    calls["n"] = 0
-    resumed = pipe(images(), ["[0s] a red circle [1s] a blue square"], num_sections=5, fps=FPS, seed=3, output=out,
-                   progress=False)[0]
+    resumed = pipe(start_images(), ["[0s] a red circle [1s] a blue square"], num_sections=5, fps=FPS, seed=3,
+                   output=out, progress=False)[0]
     frames_a, fps_a = read_video(straight)
     frames_b, fps_b = read_video(resumed)
     assert fps_a == fps_b == FPS and frames_a.shape == (1 + 5 * WINDOW, 32, 32, 3)
@@ -76,16 +46,16 @@ def test_streamed_output_resumes_after_a_kill_to_the_identical_video(pipe, tmp_p
 
 def test_existing_output_and_foreign_partial_runs_are_refused(pipe, tmp_path):
     out = tmp_path / "v.mp4"
-    pipe(images(), ["a red circle"], num_sections=1, fps=FPS, output=out, progress=False)
+    pipe(start_images(), ["a red circle"], num_sections=1, fps=FPS, output=out, progress=False)
     before = out.read_bytes()
     with pytest.raises(ValueError, match="already exist; pass overwrite=True"):
-        pipe(images(), ["a red circle"], num_sections=1, fps=FPS, output=out, progress=False)
+        pipe(start_images(), ["a red circle"], num_sections=1, fps=FPS, output=out, progress=False)
     assert out.read_bytes() == before  # nothing already generated is lost
-    pipe(images(), ["a red circle"], num_sections=2, fps=FPS, output=out, overwrite=True, progress=False)
+    pipe(start_images(), ["a red circle"], num_sections=2, fps=FPS, output=out, overwrite=True, progress=False)
     out.unlink()  # a finished run's parts stay; another model must not resume from them
     other = make_pipeline(seed=1)
     with pytest.raises(ValueError, match="partial run with other settings"):
-        other(images(), ["a red circle"], num_sections=2, fps=FPS, output=out, progress=False)
+        other(start_images(), ["a red circle"], num_sections=2, fps=FPS, output=out, progress=False)
 
 
 def test_prompt_schedule_switches_at_the_right_section(pipe, monkeypatch):
@@ -97,7 +67,7 @@ def test_prompt_schedule_switches_at_the_right_section(pipe, monkeypatch):
         return text(self, prompts)
 
     monkeypatch.setattr(LongVideoPipeline, "_text", recording)
-    pipe(images(), ["[0s] first [1s] second"], num_sections=5, fps=FPS, progress=False)
+    pipe(start_images(), ["[0s] first [1s] second"], num_sections=5, fps=FPS, progress=False)
     # section n starts at frame 1 + 3n, i.e. (1 + 3n) / 8 s: sections 0-2 before 1 s, 3-4 after
     assert used == [["first"], ["first"], ["second"]]  # start state, section 0, the switch at section 3
 
@@ -143,15 +113,15 @@ def test_prompts_no_section_starts_under_are_reported(pipe, caplog):
     ]
     assert PromptSchedule.parse("[0s] a [0.4s] b").unused(starts) == []
     with caplog.at_level("WARNING", logger="lvg.sampling.pipeline"):
-        pipe(images(), ["[0s] a red circle [1:00] a blue square"], num_sections=1, fps=FPS, progress=False)
+        pipe(start_images(), ["[0s] a red circle [1:00] a blue square"], num_sections=1, fps=FPS, progress=False)
     assert "the prompt at 60s ('a blue square') is never used: the last section starts at 0.12s" in caplog.text
 
 
 def test_batch_of_prompts_matches_single_runs(pipe):
     prompts = ["a red circle moves", "a blue square"]
-    batch = pipe(images(2), prompts, num_sections=2, fps=FPS, seed=5, progress=False)
+    batch = pipe(start_images(2), prompts, num_sections=2, fps=FPS, seed=5, progress=False)
     for i in range(2):
-        single = pipe(images(2)[i : i + 1], [prompts[i]], num_sections=2, fps=FPS, seed=5 + i, progress=False)
+        single = pipe(start_images(2)[i : i + 1], [prompts[i]], num_sections=2, fps=FPS, seed=5 + i, progress=False)
         assert (batch[i].int() - single[0].int()).abs().max() <= 1  # masked batch vs crop: float noise only
 
 
@@ -165,15 +135,15 @@ def test_real_cfg_runs_a_negative_pass(monkeypatch):
         return forward(self, *args, **kwargs)
 
     monkeypatch.setattr(PackedDiT, "forward", counting)
-    pipe(images(), ["a red circle"], num_sections=1, fps=FPS, progress=False)
+    pipe(start_images(), ["a red circle"], num_sections=1, fps=FPS, progress=False)
     assert len(calls) == 4  # 2 steps x (positive + negative)
 
 
 def test_bad_inputs(pipe):
     with pytest.raises(ValueError, match="one image per prompt"):
-        pipe(images(2), ["a"], num_sections=1, fps=FPS, progress=False)
+        pipe(start_images(2), ["a"], num_sections=1, fps=FPS, progress=False)
     with pytest.raises(ValueError, match="num_sections must be >= 1, got 0"):
-        pipe(images(), ["a"], num_sections=0, fps=FPS, progress=False)
+        pipe(start_images(), ["a"], num_sections=0, fps=FPS, progress=False)
     with pytest.raises(ValueError, match="SamplingConfig.steps"):
         SamplingConfig(steps=0)
 
@@ -201,21 +171,21 @@ def test_end_frame_joins_the_clean_latents_at_the_final_frame(mode, first):
 
 
 def test_generation_with_an_end_frame_changes_the_video_and_resumes(pipe, tmp_path):
-    plain = pipe(images(), ["a red circle"], num_sections=2, fps=FPS, seed=1, progress=False)
-    steered = pipe(images(), ["a red circle"], num_sections=2, fps=FPS, seed=1, progress=False,
-                   end_images=images(seed=9))
+    plain = pipe(start_images(), ["a red circle"], num_sections=2, fps=FPS, seed=1, progress=False)
+    steered = pipe(start_images(), ["a red circle"], num_sections=2, fps=FPS, seed=1, progress=False,
+                   end_images=start_images(seed=9))
     assert torch.equal(plain[:, 0], steered[:, 0]) and not torch.equal(plain, steered)
-    out = pipe(images(), ["a red circle"], num_sections=2, fps=FPS, seed=1, progress=False, end_images=images(seed=9),
-               output=tmp_path / "end.mp4")[0]
+    out = pipe(start_images(), ["a red circle"], num_sections=2, fps=FPS, seed=1, progress=False,
+               end_images=start_images(seed=9), output=tmp_path / "end.mp4")[0]
     assert np.array_equal(read_video(out)[0], steered[0].numpy())
 
 
 def test_bf16_model_generates_close_to_fp32():
     pipe = make_pipeline()
-    reference = pipe(images(), ["a red circle"], num_sections=2, fps=FPS, progress=False)
+    reference = pipe(start_images(), ["a red circle"], num_sections=2, fps=FPS, progress=False)
     pipe.dit.to(torch.bfloat16)
     pipe.semantic_pack.to(torch.bfloat16)
-    video = pipe(images(), ["a red circle"], num_sections=2, fps=FPS, progress=False)
+    video = pipe(start_images(), ["a red circle"], num_sections=2, fps=FPS, progress=False)
     assert (video.float() - reference.float()).abs().mean() < 1.0  # grey levels, out of 255
 
 
@@ -267,8 +237,8 @@ def test_temporal_codec_sections_are_blended_like_framepack_and_streamed(tmp_pat
     pipe = LongVideoPipeline(dit, MemoryPackConfig(window=WINDOW),
                              Encoders(codec, ToyTextEncoder(64), ToyImageEncoder()), sampling=SamplingConfig(steps=2))
     sections = 4
-    video = pipe(images(), ["a red circle"], num_sections=sections, fps=FPS, progress=False)[0].numpy()
-    path = pipe(images(), ["a red circle"], num_sections=sections, fps=FPS, progress=False,
+    video = pipe(start_images(), ["a red circle"], num_sections=sections, fps=FPS, progress=False)[0].numpy()
+    path = pipe(start_images(), ["a red circle"], num_sections=sections, fps=FPS, progress=False,
                 output=tmp_path / "t.mp4")[0]
     assert np.array_equal(read_video(path)[0], video)
     assert video.shape[0] == codec.num_pixel_frames(1 + sections * WINDOW)  # 4N - 3 frames for N latents
@@ -278,7 +248,7 @@ def test_temporal_codec_sections_are_blended_like_framepack_and_streamed(tmp_pat
     from safetensors.torch import load_file
 
     latents = [load_file(str(parts / f"section_{n:05d}.safetensors"))["latents"] for n in range(sections)]
-    start = codec.encode(images().unsqueeze(1))
+    start = codec.encode(start_images().unsqueeze(1))
 
     def decode(x):
         return codec.decode(x)[0].permute(0, 2, 3, 1).numpy()

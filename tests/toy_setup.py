@@ -16,11 +16,13 @@ from lvg.data.toy_world import ToyWorldConfig
 from lvg.models.dit import PackedDiT
 from lvg.models.encoders import Encoders, PixelCodec, ToyImageEncoder, ToyTextEncoder
 from lvg.models.memory_pack import MemoryPackConfig
-from lvg.models.semantic_pack import SemanticPackConfig
+from lvg.models.semantic_pack import SemanticPack, SemanticPackConfig
+from lvg.sampling.pipeline import LongVideoPipeline, SamplingConfig
 from lvg.training import TeacherForcingModule
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 WINDOW = 3
+FPS = 8
 TINY_TOY = ToyWorldConfig(num_videos=3, min_seconds=2.0, max_seconds=3.0, fps=8, size=32, seed=0)
 DEBUG_FOR_TOY = {"in_channels": 12, "out_channels": 12, "text_embed_dim": 64, "pooled_projection_dim": 64,
                  "image_proj_dim": 48}
@@ -48,9 +50,23 @@ def pixel4_encoders() -> Encoders:
     return Encoders(PixelCodec(4), ToyTextEncoder(64), ToyImageEncoder(), frame_size=(32, 32))
 
 
+def start_images(b: int = 1, seed: int = 0, size: int = 32) -> torch.Tensor:
+    """``b`` random (3, size, size) uint8 start frames, ``(b, 3, size, size)``."""
+    return torch.randint(0, 256, (b, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
 def start_image(seed: int = 0, size: int = 32) -> torch.Tensor:
     """A random (1, 3, size, size) uint8 start frame."""
-    return torch.randint(0, 256, (1, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+    return start_images(1, seed, size)
+
+
+def make_pipeline(seed: int = 0, sampling: SamplingConfig | None = None, semantic: bool = True) -> LongVideoPipeline:
+    """A random debug DiT (std 0.05) + SemanticPack (``SMALL_SP``) with the exact 32 x 32 toy encoders, window
+    ``WINDOW``, absolute RoPE; 3 sampler steps unless ``sampling`` says otherwise."""
+    dit = random_dit(seed, std=0.05, **DEBUG_FOR_PIXEL4)
+    sp = SemanticPack(SMALL_SP, dit.config).eval() if semantic else None
+    return LongVideoPipeline(dit, MemoryPackConfig(window=WINDOW, rope_time_mode="absolute"), pixel4_encoders(), sp,
+                             sampling or SamplingConfig(steps=3))
 
 
 def prepare_toy_root(root: Path) -> Path:
@@ -98,3 +114,25 @@ def replay_ranks_in_one_process(cls, root, ranks: list[dict], steps: int = 2, **
         optimizer.zero_grad()
         scheduler.step()
     return reference, norms
+
+
+@contextlib.contextmanager
+def killed_at_denoise_call(n: int):
+    """A run killed mid-generation: inside the block ``LongVideoPipeline.denoise_section`` raises
+    KeyboardInterrupt at its ``n``-th call (the block must end with it), and works again after."""
+    import pytest
+
+    denoise, calls = LongVideoPipeline.denoise_section, [0]
+
+    def dying(self, state, noise):
+        calls[0] += 1
+        if calls[0] == n:
+            raise KeyboardInterrupt
+        return denoise(self, state, noise)
+
+    LongVideoPipeline.denoise_section = dying
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        LongVideoPipeline.denoise_section = denoise
