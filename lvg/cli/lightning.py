@@ -27,7 +27,6 @@ from lvg.cli.errors import chain, raised_by_parser, reason
 from lvg.media import load_image
 from lvg.models.encoders import encoders_of
 from lvg.prompts import PromptSchedule
-from lvg.sampling.offload import enable_block_offload
 from lvg.training.base import StageModule, read_weights
 
 # Dataclass fields are documented by the string literal under them; show those in --help.
@@ -108,8 +107,7 @@ class LvgTrainer(Trainer):
         if ckpt_path is not None:
             model.load_weights(ckpt_path, argument="ckpt_path")
         device = self.strategy.root_device
-        if model.sampling_config.offload:  # the DiT's blocks stay in CPU memory (.to() skips them); streamed
-            enable_block_offload(model.dit, device)
+        model.prepare_generation(device)
         model.to(device).eval()
         # Sampler settings live with the model (``model.sampling``), shared with ``lvg predict``.
         pipeline = model.pipeline(encoders)

@@ -250,12 +250,17 @@ class StageModule(L.LightningModule):
         is installed, e.g. next to Hydra) from failing on the frozen dataclasses. Checkpoints keep the dataclasses."""
         return AttributeDict({k: _plain(v) for k, v in super().hparams_initial.items()})
 
+    def prepare_generation(self, device: torch.device) -> None:
+        """Call before the module moves to ``device`` for generation (``lvg generate``, ``lvg test`` / ``predict``):
+        with ``sampling.offload`` the DiT's blocks stay in host memory (``.to()`` skips them) and stream to
+        ``device`` one at a time, so the 13B model fits a consumer GPU."""
+        if self.sampling_config.offload:
+            enable_block_offload(self.dit, device)
+
     def setup(self, stage: str) -> None:
         if stage in ("test", "predict") and self.sampling_config.offload:
             parallel.check_offload_strategy(self.trainer.strategy)
-            # Before the strategy moves the module to the GPU: offloaded blocks stay in host memory (.to() skips
-            # them), so lvg test / predict of the 13B model fit a consumer GPU as lvg generate does.
-            enable_block_offload(self.dit, self.trainer.strategy.root_device)
+            self.prepare_generation(self.trainer.strategy.root_device)  # the strategy moves the module next
         if stage == "fit":
             # fp32 master weights for what trains: FramePack-F1 ships bf16, and AdamW updates at lr 1e-5 vanish in
             # bf16. Frozen weights keep their dtype (memory); compute is bf16 via autocast / FSDP's param_dtype.
