@@ -8,6 +8,7 @@ tell a refused command as one ``lvg: error:`` line (:mod:`lvg.cli.errors`).
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 
@@ -33,6 +34,11 @@ def main(argv: list[str] | None = None) -> None:
              for i, w in enumerate(words)]
     tool = words[0] if words[:1] and words[0] in TOOLS else None
     try:
+        commands = [*LvgCLI.subcommands(), *TOOLS]
+        if words[:1] and not words[0].startswith("-") and words[0] not in commands:
+            near = difflib.get_close_matches(words[0], commands, n=1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            raise ValueError(f"no command {words[0]!r}; {hint}The commands: {', '.join(commands)}.")
         if tool is not None:
             TOOLS[tool](words[1:])
         elif words[:1] == ["--version"]:
