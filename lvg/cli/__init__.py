@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
         if words[:1] and not words[0].startswith("-") and words[0] not in commands:
             near = difflib.get_close_matches(words[0], commands, n=1)
             hint = f"did you mean {near[0]!r}? " if near else ""
-            raise ValueError(f"no command {words[0]!r}; {hint}The commands: {', '.join(commands)}.")
+            raise ValueError(f"no command {words[0]!r}; {hint}the commands are {', '.join(commands)}.")
         if tool is not None:
             TOOLS[tool](words[1:])
         elif words[:1] == ["--version"]:
