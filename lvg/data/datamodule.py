@@ -289,8 +289,10 @@ class ToyWorldDataModule(VideoLatentDataModule):
             codec_factor: PixelCodec space-to-depth factor (2: 32x32 RGB -> 12 x 16 x 16 latents).
             text_dim: ToyTextEncoder width (the DiT's ``text_embed_dim`` and ``pooled_projection_dim``).
             benchmark_seconds: length groups of the embedded ``lvg test`` suite (used when ``test_suite`` is
-                not set): the paper's 10 s / 30 s / 60 s.
-            benchmark_videos: held-out start frames per length group of the embedded suite.
+                not set): the paper's 10 s / 30 s / 60 s. The memory world's suite ignores it: its jobs continue
+                held-out videos to their end (``long_absence`` / ``short_absence`` groups).
+            benchmark_videos: held-out start frames per length group of the embedded suite (memory world: held-out
+                videos, each continued twice).
             kwargs: loader settings of :class:`VideoLatentDataModule` (``shard_dir`` is ``root/shards``).
         """
         spec = EncoderSpec(kind="toy", frame_size=(toy.size, toy.size), codec_factor=codec_factor, text_dim=text_dim)
