@@ -337,5 +337,6 @@ def test_the_memory_world_must_match_the_models_context(tmp_path, monkeypatch):
 def test_an_unknown_command_names_the_commands():
     with pytest.raises(SystemExit) as exit_:
         main(["preapre", "--manifest", "m.jsonl"])
-    assert str(exit_.value.code).startswith("lvg: error: no command 'preapre'; did you mean 'prepare'? the commands are")
-    assert all(command in exit_.value.code for command in ("fit", "generate", "plan", "strip", "export-lora"))
+    message = str(exit_.value.code)
+    assert message.startswith("lvg: error: no command 'preapre'; did you mean 'prepare'? the commands are")
+    assert all(command in message for command in ("fit", "generate", "plan", "strip", "export-lora"))
